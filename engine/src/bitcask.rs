@@ -1,0 +1,898 @@
+//! The store handle: open, read, write, sync, close.
+//!
+//! Threading model. Readers look a key up in the sharded keydir, load the current file set
+//! (an `ArcSwap`, no lock) and read the record through the file's memory map: no syscall,
+//! and never a wait for a sync. Writers take the writer lock only to encode their records
+//! into the write buffer. Under [`SyncPolicy::Always`] they then wait for a sync: the first
+//! waiter becomes the syncer, writes the whole buffer with one `write`, calls `fdatasync`
+//! with no lock held, then publishes every batch it covered to the keydir in write order and
+//! wakes the others. Writes that arrive during a sync are covered by the next one (group
+//! commit). Invariant: under `Always` a record becomes visible to readers only after it is
+//! durable, so nothing a reader saw can be lost by a crash.
+//!
+//! After a failed write or sync the store is poisoned: what is on disk is no longer known,
+//! so every later write fails with [`Error::Poisoned`] until the store is reopened.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex};
+
+use crate::backup::BackupReport;
+use crate::batch::{BatchOp, WriteBatch};
+use crate::data_file::{DataFile, FileId, LOCK_FILE, sync_dir};
+use crate::error::{Corruption, Error, Result};
+use crate::file_set::{Change, FileSet};
+use crate::format::{
+    BatchBegin, FILE_HEADER_LEN, RecordKind, decode_record, encode_record, record_len,
+};
+use crate::keydir::{KeyDir, ValueLocation};
+use crate::merge::{MergeProgress, MergeReport};
+use crate::options::{Builder, Options, SyncPolicy};
+use crate::recovery::{RecoveryReport, recover};
+use crate::stats::{FileStats, Stats};
+
+/// A Bitcask store: a handle that is cheap to clone and can be shared across threads.
+///
+/// Every clone refers to the same open store. [`Bitcask::close`] closes it for all of them;
+/// dropping the last handle without closing flushes and syncs what it can.
+#[derive(Clone)]
+pub struct Bitcask {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bitcask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitcask")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) keydir: KeyDir,
+    pub(crate) files: ArcSwap<FileSet>,
+    pub(crate) writer: Mutex<Writer>,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+    /// Held for the whole of a merge or backup: at most one runs, and neither sees the other
+    /// remove or half-write files.
+    pub(crate) merge_lock: Mutex<()>,
+    pub(crate) background: Arc<Background>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+    lock_file: File,
+}
+
+/// State only the writer touches, under its lock.
+pub(crate) struct Writer {
+    pub(crate) active: Arc<DataFile>,
+    /// Encoded records not yet handed to the OS; they start at `active.len()`.
+    buf: Vec<u8>,
+    /// The id the next data file gets. Merge raises it to reserve ids for its output.
+    pub(crate) next_file_id: u32,
+    next_seq: u64,
+    /// Under `Always`: written batches waiting for a sync before they are published.
+    pending: Vec<PendingBatch>,
+}
+
+impl Writer {
+    pub(crate) fn buf_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The sequence number of the last batch written.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+}
+
+struct PendingBatch {
+    file_id: FileId,
+    framing_len: u64,
+    ops: Vec<PendingOp>,
+}
+
+struct PendingOp {
+    kind: RecordKind,
+    key: Vec<u8>,
+    offset: u32,
+    value_len: u32,
+    timestamp_micros: u64,
+}
+
+impl PendingOp {
+    fn change(&self, file_id: FileId) -> Change<'_> {
+        Change {
+            kind: self.kind,
+            key: &self.key,
+            file_id,
+            offset: self.offset,
+            value_len: self.value_len,
+            timestamp_micros: self.timestamp_micros,
+        }
+    }
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Every batch with a sequence number up to this one is durable and published.
+    durable_seq: u64,
+    syncing: bool,
+}
+
+/// Wakes the background threads: on rotation, on close, and on their own timers.
+#[derive(Default)]
+pub(crate) struct Background {
+    state: Mutex<BackgroundState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct BackgroundState {
+    stop: bool,
+    /// Bumped on every rotation so the maintenance thread writes the new hint file at once.
+    rotations: u64,
+}
+
+impl Background {
+    /// Waits until `timeout` passes, a rotation happens, or the store closes; `false` once
+    /// the store is closing.
+    fn wait(&self, timeout: Duration, seen_rotations: &mut u64) -> bool {
+        let mut state = self.state.lock();
+        if !state.stop && state.rotations == *seen_rotations {
+            self.wake.wait_for(&mut state, timeout);
+        }
+        *seen_rotations = state.rotations;
+        !state.stop
+    }
+
+    pub(crate) fn rotated(&self) {
+        self.state.lock().rotations += 1;
+        self.wake.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+    }
+}
+
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Locks the store's directory, creating it if allowed.
+pub(crate) fn lock_dir(dir: &Path, options: &Options) -> Result<File> {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => return Err(Error::NotADirectory { path: dir.into() }),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !options.create_if_missing {
+                return Err(Error::NotFound { path: dir.into() });
+            }
+            fs::create_dir_all(dir)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    match lock_file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(Error::Locked { dir: dir.into() }),
+        Err(TryLockError::Error(e)) => return Err(e.into()),
+    }
+    // The pid is for people reading the directory; the lock itself is the flock.
+    lock_file.set_len(0)?;
+    writeln!(lock_file, "{}", std::process::id())?;
+    Ok(lock_file)
+}
+
+impl Bitcask {
+    /// Starts building options for a store in `dir`: `Bitcask::builder(dir).open()`.
+    pub fn builder(dir: impl AsRef<Path>) -> Builder {
+        Builder::new(dir.as_ref())
+    }
+
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// Takes an exclusive lock on the directory, removes leftovers of interrupted merges,
+    /// rebuilds the keydir from hint files (or by scanning data files without one), and cuts
+    /// a torn tail off the active file (see [`Bitcask::recovery_report`]).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another handle or process has it open, [`Error::NotADirectory`],
+    /// [`Error::NotFound`], [`Error::InvalidOptions`], [`Error::Corrupt`] for a bad record
+    /// anywhere but a torn tail, and [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Bitcask> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let lock_file = lock_dir(&dir, &options)?;
+        let recovered = recover(&dir, options.max_file_size)?;
+        let next_file_id = recovered.active.id().0 + 1;
+        let inner = Arc::new(Inner {
+            dir,
+            keydir: recovered.keydir,
+            files: ArcSwap::from_pointee(recovered.files),
+            writer: Mutex::new(Writer {
+                active: recovered.active,
+                buf: Vec::new(),
+                next_file_id,
+                next_seq: 1,
+                pending: Vec::new(),
+            }),
+            commit: Mutex::new(CommitState::default()),
+            committed: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            merge_lock: Mutex::new(()),
+            background: Arc::default(),
+            threads: Mutex::new(Vec::new()),
+            recovery: recovered.report,
+            lock_file,
+            options,
+        });
+        inner.start_background_threads();
+        Ok(Bitcask { inner })
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    #[must_use]
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// What recovery found and did when the store was opened.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The value stored under `key`, read and checksum-verified from disk.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the record fails its checksum (the bad data is never returned),
+    /// [`Error::Closed`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.read(key, <[u8]>::to_vec)
+    }
+
+    /// Calls `with` on the value stored under `key` without copying it out of the map.
+    ///
+    /// # Errors
+    /// As [`Bitcask::get`].
+    pub fn get_with<T>(&self, key: &[u8], with: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        self.inner.read(key, with)
+    }
+
+    /// Whether `key` is live. Answered from memory, without reading the disk.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        self.inner.check_open()?;
+        Ok(self.inner.keydir.get(key).is_some())
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// Under [`SyncPolicy::Always`] this returns after the record is on disk.
+    ///
+    /// # Errors
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`] (nothing is
+    /// written), [`Error::Poisoned`], [`Error::Closed`], [`Error::Io`].
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value);
+        self.write(batch)
+    }
+
+    /// Deletes `key` by writing a tombstone (also when the key is absent).
+    ///
+    /// Under [`SyncPolicy::Always`] this returns after the tombstone is on disk.
+    ///
+    /// # Errors
+    /// As [`Bitcask::put`].
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key);
+        self.write(batch)
+    }
+
+    /// Applies every operation of `batch` atomically: after a crash, all or none of them
+    /// are visible. An empty batch writes nothing.
+    ///
+    /// Under [`SyncPolicy::Always`] this returns after the whole batch is on disk.
+    ///
+    /// # Errors
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`],
+    /// [`Error::BatchTooLarge`] (nothing is written), [`Error::Poisoned`], [`Error::Closed`],
+    /// [`Error::Io`].
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch)
+    }
+
+    /// Makes every write made so far durable, whatever the sync policy.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Closed`], [`Error::Io`].
+    pub fn sync(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.sync_all()
+    }
+
+    /// Every live key, in no particular order. The keydir is walked one shard at a time, so
+    /// memory stays bounded; keys written or deleted during the walk may or may not appear.
+    #[must_use]
+    pub fn keys(&self) -> Keys {
+        self.keys_with_prefix(&[])
+    }
+
+    /// Every live key starting with `prefix`, in no particular order; see [`Bitcask::keys`].
+    #[must_use]
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Keys {
+        Keys {
+            inner: Arc::clone(&self.inner),
+            prefix: prefix.to_vec(),
+            shard: 0,
+            current: Vec::new().into_iter(),
+        }
+    }
+
+    /// Number of live keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.keydir.len()
+    }
+
+    /// Whether the store holds no live key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live keys, memory held by the keydir, and live and dead bytes per data file.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let files = self.inner.files.load();
+        let active = self.inner.writer.lock().active.id();
+        Stats {
+            live_keys: self.inner.keydir.len(),
+            keydir_bytes: self.inner.keydir.heap_bytes(),
+            files: files
+                .iter()
+                .map(|file| FileStats {
+                    file_id: file.id(),
+                    len: file.len(),
+                    live_bytes: file.live_bytes(),
+                    dead_bytes: file.dead_bytes(),
+                    active: file.id() == active,
+                    has_hint: file.has_hint(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Merges every sealed file now, on the calling thread, while other threads keep reading
+    /// and writing. Returns once the old files are removed. Only one merge runs at a time; a
+    /// second call waits for the first.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if an input file has a bad record (the merge stops and the store
+    /// is left as it was, less any temporary files), [`Error::Poisoned`], [`Error::Closed`],
+    /// [`Error::Io`].
+    pub fn merge(&self) -> Result<MergeReport> {
+        self.inner.merge(&mut |_| {})
+    }
+
+    /// [`Bitcask::merge`], calling `progress` after each input file.
+    ///
+    /// # Errors
+    /// As [`Bitcask::merge`].
+    pub fn merge_with_progress(
+        &self,
+        mut progress: impl FnMut(MergeProgress),
+    ) -> Result<MergeReport> {
+        self.inner.merge(&mut progress)
+    }
+
+    /// Copies the store into `dest` (created if missing; it must otherwise be an empty
+    /// directory) while reads and writes go on. The copy holds every write acknowledged
+    /// before the call and opens as a store of its own.
+    ///
+    /// # Errors
+    /// [`Error::BackupDestinationNotEmpty`], [`Error::Closed`], [`Error::Io`].
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
+        self.inner.backup(dest.as_ref())
+    }
+
+    /// Flushes and syncs every write, stops the background threads and releases the
+    /// directory lock. Every clone of this handle fails with [`Error::Closed`] afterwards.
+    /// Closing twice is not an error.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the final sync fails; the lock is released all the same.
+    pub fn close(self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+/// Iterator over keys; see [`Bitcask::keys`].
+pub struct Keys {
+    inner: Arc<Inner>,
+    prefix: Vec<u8>,
+    shard: usize,
+    current: std::vec::IntoIter<Box<[u8]>>,
+}
+
+impl Iterator for Keys {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(key) = self.current.next() {
+                return Some(key.into_vec());
+            }
+            let keys = self.inner.keydir.shard_keys(self.shard, &self.prefix)?;
+            self.shard += 1;
+            self.current = keys.into_iter();
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn poison<E>(&self, error: E) -> E {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(dir = %self.dir.display(), "a write or sync failed; refusing further writes");
+        error
+    }
+
+    fn read<T>(&self, key: &[u8], with: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        self.check_open()?;
+        loop {
+            let Some(location) = self.keydir.get(key) else {
+                return Ok(None);
+            };
+            let files = self.files.load();
+            let Some(file) = files.get(location.file_id) else {
+                // Retired by a merge after the lookup; the keydir already points elsewhere.
+                continue;
+            };
+            let len = record_len(key.len(), location.value_len as usize);
+            if let Some(bytes) = file.slice(u64::from(location.offset), len) {
+                return verified_value(bytes, key, location).map(|value| Some(with(value)));
+            }
+            return self.read_buffered(key, location, with).map(Some);
+        }
+    }
+
+    /// Reads a record still in the write buffer (only under `Interval` and `Never`, where
+    /// writes are visible before they reach the OS).
+    fn read_buffered<T>(
+        &self,
+        key: &[u8],
+        location: ValueLocation,
+        with: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        let writer = self.writer.lock();
+        let len = record_len(key.len(), location.value_len as usize);
+        let offset = u64::from(location.offset);
+        let files = self.files.load();
+        let file = files
+            .get(location.file_id)
+            .expect("a file with unflushed records is not merged");
+        if let Some(bytes) = file.slice(offset, len) {
+            return verified_value(bytes, key, location).map(with);
+        }
+        assert_eq!(
+            writer.active.id(),
+            location.file_id,
+            "only the active file has unflushed bytes"
+        );
+        let start = (offset - writer.active.len()) as usize;
+        verified_value(&writer.buf[start..start + len], key, location).map(with)
+    }
+
+    fn validate(&self, batch: &WriteBatch) -> Result<usize> {
+        let options = &self.options;
+        let mut encoded = if batch.len() > 1 {
+            record_len(0, crate::format::BATCH_BEGIN_VALUE_LEN)
+        } else {
+            0
+        };
+        for op in &batch.ops {
+            let key = op.key();
+            if key.is_empty() {
+                return Err(Error::EmptyKey);
+            }
+            if key.len() > options.max_key_size {
+                return Err(Error::KeyTooLarge {
+                    len: key.len(),
+                    max: options.max_key_size,
+                });
+            }
+            let value = op.value();
+            if value.len() > options.max_value_size {
+                return Err(Error::ValueTooLarge {
+                    len: value.len(),
+                    max: options.max_value_size,
+                });
+            }
+            encoded += record_len(key.len(), value.len());
+        }
+        if encoded > options.max_batch_size {
+            return Err(Error::BatchTooLarge {
+                len: encoded,
+                max: options.max_batch_size,
+            });
+        }
+        Ok(encoded)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let encoded_len = self.validate(&batch)?;
+        self.check_writable()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let timestamp_micros = now_micros();
+        let seq = {
+            let mut writer = self.writer.lock();
+            // Checked again under the lock: a sync may have failed since.
+            self.check_writable()?;
+            self.rotate_if_full(&mut writer, encoded_len as u64)?;
+            let seq = writer.next_seq;
+            writer.next_seq += 1;
+            let unit = encode_unit(&mut writer, batch, timestamp_micros, encoded_len);
+            if self.options.sync == SyncPolicy::Always {
+                writer.pending.push(unit);
+            } else {
+                self.publish(&unit)?;
+                if writer.buf.len() >= self.options.write_buffer_size {
+                    self.flush(&mut writer)?;
+                }
+            }
+            seq
+        };
+        if self.options.sync == SyncPolicy::Always {
+            self.wait_durable(seq)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies a written batch to the keydir and the files' byte counts.
+    fn publish(&self, unit: &PendingBatch) -> Result<()> {
+        let files = self.files.load();
+        if let Some(file) = files.get(unit.file_id) {
+            file.add_dead(unit.framing_len);
+        }
+        for op in &unit.ops {
+            files.apply(&self.keydir, &op.change(unit.file_id))?;
+        }
+        Ok(())
+    }
+
+    /// Hands the write buffer to the OS.
+    pub(crate) fn flush(&self, writer: &mut Writer) -> Result<()> {
+        if writer.buf.is_empty() {
+            return Ok(());
+        }
+        let offset = writer.active.len();
+        writer
+            .active
+            .append(offset, &writer.buf)
+            .map_err(|e| self.poison(Error::Io(e)))?;
+        writer.buf.clear();
+        if writer.buf.capacity() > self.options.write_buffer_size.max(1 << 20) * 4 {
+            writer.buf.shrink_to(self.options.write_buffer_size);
+        }
+        Ok(())
+    }
+
+    /// Waits until batch `seq` is durable and published, syncing on behalf of every waiter
+    /// if no one else is.
+    fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut commit = self.commit.lock();
+        loop {
+            if commit.durable_seq >= seq {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(Error::Poisoned);
+            }
+            if commit.syncing {
+                self.committed.wait(&mut commit);
+                continue;
+            }
+            commit.syncing = true;
+            let synced = parking_lot::MutexGuard::unlocked(&mut commit, || self.sync_and_publish());
+            commit.syncing = false;
+            self.committed.notify_all();
+            match synced {
+                Ok(upto) => commit.durable_seq = commit.durable_seq.max(upto),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Writes the buffer, syncs the active file and publishes every batch it covered.
+    /// Returns the last sequence number now durable.
+    fn sync_and_publish(&self) -> Result<u64> {
+        let (file, pending, upto) = {
+            let mut writer = self.writer.lock();
+            self.flush(&mut writer)?;
+            (
+                Arc::clone(&writer.active),
+                mem::take(&mut writer.pending),
+                writer.next_seq - 1,
+            )
+        };
+        file.sync().map_err(|e| self.poison(Error::Io(e)))?;
+        for unit in &pending {
+            self.publish(unit)?;
+        }
+        Ok(upto)
+    }
+
+    /// Waits until every batch up to `seq` is in the keydir (under `Interval` and `Never`
+    /// batches are published as they are written).
+    pub(crate) fn wait_published(&self, seq: u64) -> Result<()> {
+        if self.options.sync == SyncPolicy::Always {
+            self.wait_durable(seq)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flushes and syncs everything written so far, under any policy.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        if self.options.sync == SyncPolicy::Always {
+            let seq = self.writer.lock().next_seq - 1;
+            return self.wait_durable(seq);
+        }
+        let file = {
+            let mut writer = self.writer.lock();
+            self.flush(&mut writer)?;
+            Arc::clone(&writer.active)
+        };
+        file.sync().map_err(|e| self.poison(Error::Io(e)))
+    }
+
+    /// Seals the active file and starts a new one if `incoming` more bytes would take it
+    /// past `max_file_size` (an oversized batch gets a file of its own).
+    fn rotate_if_full(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
+        let used = writer.active.len() + writer.buf.len() as u64;
+        if used + incoming <= self.options.max_file_size || used == FILE_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        self.rotate(writer, incoming)
+    }
+
+    /// Flushes and syncs the active file, then opens a new active file with room for at
+    /// least `incoming` bytes. Batches pending publication stay pending: the sync here made
+    /// them durable and the next group sync publishes them, in order.
+    pub(crate) fn rotate(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
+        self.flush(writer)?;
+        writer
+            .active
+            .sync()
+            .map_err(|e| self.poison(Error::Io(e)))?;
+        let id = FileId(writer.next_file_id);
+        let capacity = self
+            .options
+            .max_file_size
+            .max(FILE_HEADER_LEN as u64 + incoming);
+        let file = Arc::new(DataFile::create(&self.dir, id, capacity)?);
+        sync_dir(&self.dir)?;
+        writer.next_file_id += 1;
+        self.files.rcu(|files| {
+            let mut files = FileSet::clone(files);
+            files.insert(Arc::clone(&file));
+            files
+        });
+        writer.active = file;
+        self.background.rotated();
+        fail::fail_point!("rotate::after_new_file");
+        Ok(())
+    }
+
+    fn start_background_threads(self: &Arc<Self>) {
+        let mut threads = self.threads.lock();
+        if let SyncPolicy::Interval(interval) = self.options.sync {
+            let store = Arc::downgrade(self);
+            let background = Arc::clone(&self.background);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("caskade-sync".into())
+                    .spawn(move || interval_sync(&store, &background, interval))
+                    .expect("spawning a thread succeeds unless the system is out of resources"),
+            );
+        }
+        let store = Arc::downgrade(self);
+        let background = Arc::clone(&self.background);
+        let interval = self.options.maintenance_interval;
+        threads.push(
+            std::thread::Builder::new()
+                .name("caskade-maintenance".into())
+                .spawn(move || maintenance(&store, &background, interval))
+                .expect("spawning a thread succeeds unless the system is out of resources"),
+        );
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.background.stop();
+        let threads = mem::take(&mut *self.threads.lock());
+        for thread in threads {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+        let synced = if self.poisoned.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.sync_all()
+        };
+        let unlocked = self.lock_file.unlock();
+        synced?;
+        unlocked?;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire) {
+            self.background.stop();
+            if !self.poisoned.load(Ordering::Acquire)
+                && let Err(error) = self.sync_all()
+            {
+                tracing::error!(%error, "syncing the store as its last handle dropped failed");
+            }
+        }
+    }
+}
+
+/// Encodes `batch` into the write buffer and returns it as a batch pending publication.
+fn encode_unit(
+    writer: &mut Writer,
+    batch: WriteBatch,
+    timestamp_micros: u64,
+    encoded_len: usize,
+) -> PendingBatch {
+    let file_id = writer.active.id();
+    let base = writer.active.len() + writer.buf.len() as u64;
+    let buf = &mut writer.buf;
+    let start = buf.len();
+    buf.reserve(encoded_len);
+    let mut framing_len = 0;
+    if batch.len() > 1 {
+        let body_len = encoded_len - record_len(0, crate::format::BATCH_BEGIN_VALUE_LEN);
+        let begin = BatchBegin {
+            op_count: batch.len() as u32,
+            body_len: u32::try_from(body_len).expect("batches are at most max_batch_size bytes"),
+        };
+        encode_record(
+            buf,
+            RecordKind::BatchBegin,
+            timestamp_micros,
+            &[],
+            &begin.encode(),
+        );
+        framing_len = (buf.len() - start) as u64;
+    }
+    let mut ops = Vec::with_capacity(batch.len());
+    for op in batch.ops {
+        let offset = base + (buf.len() - start) as u64;
+        let (kind, key, value) = match op {
+            BatchOp::Put { key, value } => (RecordKind::Put, key, value),
+            BatchOp::Delete { key } => (RecordKind::Tombstone, key, Vec::new()),
+        };
+        encode_record(buf, kind, timestamp_micros, &key, &value);
+        ops.push(PendingOp {
+            kind,
+            key,
+            offset: u32::try_from(offset).expect("data files stay below 4 GiB"),
+            value_len: value.len() as u32,
+            timestamp_micros,
+        });
+    }
+    debug_assert_eq!(buf.len() - start, encoded_len);
+    PendingBatch {
+        file_id,
+        framing_len,
+        ops,
+    }
+}
+
+/// Decodes and checks the record a keydir entry points at, returning its value.
+fn verified_value<'a>(bytes: &'a [u8], key: &[u8], location: ValueLocation) -> Result<&'a [u8]> {
+    let corrupt = |reason| Error::Corrupt {
+        file_id: location.file_id,
+        offset: u64::from(location.offset),
+        reason,
+    };
+    let record = decode_record(bytes).map_err(|e| {
+        corrupt(match e {
+            crate::format::DecodeError::Truncated => Corruption::Truncated,
+            crate::format::DecodeError::BadKind(kind) => Corruption::BadKind(kind),
+            crate::format::DecodeError::Checksum { stored, computed } => {
+                Corruption::Checksum { stored, computed }
+            }
+        })
+    })?;
+    if record.kind != RecordKind::Put || record.key != key {
+        return Err(corrupt(Corruption::KeyMismatch));
+    }
+    Ok(record.value)
+}
+
+fn interval_sync(store: &Weak<Inner>, background: &Background, interval: Duration) {
+    let mut rotations = 0;
+    while background.wait(interval, &mut rotations) {
+        let Some(store) = store.upgrade() else { return };
+        if store.check_writable().is_ok()
+            && let Err(error) = store.sync_all()
+        {
+            tracing::error!(%error, "interval sync failed");
+        }
+    }
+}
+
+fn maintenance(store: &Weak<Inner>, background: &Background, interval: Duration) {
+    let mut rotations = 0;
+    while background.wait(interval, &mut rotations) {
+        let Some(store) = store.upgrade() else { return };
+        if let Err(error) = store.write_missing_hints() {
+            tracing::warn!(%error, "writing hint files failed; start-up will scan those data files");
+        }
+        if store.merge_is_due()
+            && let Err(error) = store.merge(&mut |_| {})
+        {
+            tracing::error!(%error, "automatic merge failed");
+        }
+    }
+}

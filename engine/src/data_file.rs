@@ -1,0 +1,272 @@
+//! Data files on disk: their names, the memory maps readers use, appends by the writer.
+//!
+//! A data file is append-only. It is mapped once, read-only and shared, with a mapping as
+//! long as the file may ever grow (`capacity`), so readers never make a syscall and the
+//! mapping never moves. Invariant: nobody reads past `len`, the count of bytes already
+//! handed to the OS, so no access ever touches a page beyond the end of the file (which
+//! would raise `SIGBUS`). Files only shrink at open, in recovery, before they are mapped;
+//! the directory lock keeps other Caskade processes from truncating them.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind};
+
+/// The number naming a data file (and its hint file). Higher ids hold newer records, except
+/// that a merge writes its output into ids reserved between its inputs and the next active
+/// file, which keeps that order true for every key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:010}", self.0)
+    }
+}
+
+const DATA_SUFFIX: &str = ".data";
+const HINT_SUFFIX: &str = ".hint";
+/// Suffix of files being written (merge output, hint files, backups): never read, removed at
+/// open. A rename to the final name is what makes such a file count.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+/// Name of the lock file in the store's directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+pub(crate) fn data_path(dir: &Path, id: FileId) -> PathBuf {
+    dir.join(format!("{id}{DATA_SUFFIX}"))
+}
+
+pub(crate) fn hint_path(dir: &Path, id: FileId) -> PathBuf {
+    dir.join(format!("{id}{HINT_SUFFIX}"))
+}
+
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TEMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// What a directory entry's name says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    Data(FileId),
+    Hint(FileId),
+    Temp,
+    Other,
+}
+
+pub(crate) fn classify(name: &str) -> EntryKind {
+    if name.ends_with(TEMP_SUFFIX) {
+        return EntryKind::Temp;
+    }
+    let parse = |stem: &str| {
+        (stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| stem.parse().ok().map(FileId))
+            .flatten()
+    };
+    if let Some(id) = name.strip_suffix(DATA_SUFFIX).and_then(parse) {
+        EntryKind::Data(id)
+    } else if let Some(id) = name.strip_suffix(HINT_SUFFIX).and_then(parse) {
+        EntryKind::Hint(id)
+    } else {
+        EntryKind::Other
+    }
+}
+
+/// Syncs a directory, making the creation, rename or removal of its entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// One data file, mapped for reading.
+pub(crate) struct DataFile {
+    id: FileId,
+    file: File,
+    map: Mmap,
+    /// Bytes handed to the OS; readers stay below it.
+    len: AtomicU64,
+    live_bytes: AtomicU64,
+    dead_bytes: AtomicU64,
+    has_hint: AtomicBool,
+}
+
+/// Maps `capacity` bytes of `file` for reading.
+#[expect(
+    unsafe_code,
+    reason = "memory-mapping a file is unsafe; the invariant is stated here"
+)]
+fn map(file: &File, capacity: u64) -> io::Result<Mmap> {
+    let capacity = usize::try_from(capacity)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping exceeds usize"))?;
+    // SAFETY: the mapping is read-only and shared. The bytes Caskade reads through it were
+    // written before they became readable (`len` is published after the write returns) and
+    // are never rewritten or truncated while the store is open: data files are append-only,
+    // recovery truncates before mapping, and the directory lock keeps other Caskade
+    // processes out. Pages past the end of the file are never touched (see module docs).
+    unsafe { MmapOptions::new().len(capacity).map(file) }
+}
+
+impl DataFile {
+    /// Creates a new, empty data file holding only its header and syncs it. The caller
+    /// syncs the directory.
+    pub(crate) fn create(dir: &Path, id: FileId, capacity: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(data_path(dir, id))?;
+        file.write_all_at(&FileHeader::new(FileKind::Data, id.0).encode(), 0)?;
+        file.sync_all()?;
+        Self::from_file(id, file, FILE_HEADER_LEN as u64, capacity)
+    }
+
+    /// Opens an existing data file whose first `len` bytes are valid, mapping `capacity`
+    /// bytes (at least `len`). `writable` opens it for appending.
+    pub(crate) fn open(
+        dir: &Path,
+        id: FileId,
+        len: u64,
+        capacity: u64,
+        writable: bool,
+    ) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(data_path(dir, id))?;
+        Self::from_file(id, file, len, capacity.max(len))
+    }
+
+    fn from_file(id: FileId, file: File, len: u64, capacity: u64) -> io::Result<Self> {
+        let map = map(&file, capacity)?;
+        Ok(DataFile {
+            id,
+            file,
+            map,
+            len: AtomicU64::new(len),
+            live_bytes: AtomicU64::new(0),
+            dead_bytes: AtomicU64::new(0),
+            has_hint: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// Bytes readable: everything handed to the OS.
+    pub(crate) fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Largest length this file can grow to while keeping its mapping.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The readable bytes, header included.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map[..self.len() as usize]
+    }
+
+    /// `len` bytes at `offset`, or `None` if they are not (yet) readable.
+    pub(crate) fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len as u64)?;
+        (end <= self.len()).then(|| &self.map[offset as usize..end as usize])
+    }
+
+    /// Writes `bytes` at `offset`, which must be the current length, and makes them
+    /// readable. Only the writer calls this, under its lock.
+    pub(crate) fn append(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(offset, self.len());
+        assert!(
+            offset + bytes.len() as u64 <= self.capacity(),
+            "appends stay within the mapping: the writer rotates before a record would not fit"
+        );
+        self.file.write_all_at(bytes, offset)?;
+        self.len
+            .store(offset + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the file to `len` bytes and syncs it. Only recovery calls this, before any reader
+    /// can see the file.
+    pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_all()?;
+        self.len.store(len, Ordering::Release);
+        Ok(())
+    }
+
+    /// `fdatasync`: the bytes written so far are on disk when this returns.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    pub(crate) fn add_live(&self, bytes: u64) {
+        self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves `bytes` from live to dead.
+    pub(crate) fn kill(&self, bytes: u64) {
+        self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.dead_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_dead(&self, bytes: u64) {
+        self.dead_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dead_bytes(&self) -> u64 {
+        self.dead_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_hint(&self) -> bool {
+        self.has_hint.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_has_hint(&self, has_hint: bool) {
+        self.has_hint.store(has_hint, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let dir = Path::new("/store");
+        let data = data_path(dir, FileId(42));
+        assert_eq!(data, Path::new("/store/0000000042.data"));
+        let name = data.file_name().unwrap().to_str().unwrap();
+        assert_eq!(classify(name), EntryKind::Data(FileId(42)));
+        assert_eq!(classify("0000000042.hint"), EntryKind::Hint(FileId(42)));
+        assert_eq!(classify("0000000042.hint.tmp"), EntryKind::Temp);
+        assert_eq!(classify("42.data"), EntryKind::Other);
+        assert_eq!(classify("LOCK"), EntryKind::Other);
+    }
+
+    #[test]
+    fn appended_bytes_become_readable() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
+        assert_eq!(file.len(), FILE_HEADER_LEN as u64);
+        assert!(file.slice(16, 5).is_none());
+        file.append(16, b"hello")?;
+        assert_eq!(file.slice(16, 5), Some(&b"hello"[..]));
+        file.sync()?;
+        let reopened = DataFile::open(dir.path(), FileId(1), 21, 21, false)?;
+        assert_eq!(&reopened.bytes()[16..], b"hello");
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! Caskade's storage engine: a Bitcask.
+//!
+//! A Bitcask is a log-structured hash table. Every write is appended to the active data file
+//! as a checksummed record; an in-memory [keydir](crate::ValueLocation) maps each live key to
+//! the file, offset and length of its latest value, so a read is one lookup and one read
+//! through a memory map. Values stay on disk: memory grows with the number of keys, not with
+//! the data. Data files are sealed at a configurable size and get a hint file (keys and
+//! locations, no values) for fast start-up; [`Bitcask::merge`] rewrites live records and
+//! drops dead ones, in the background, while reads and writes go on.
+//!
+//! Durability: under the default [`SyncPolicy::Always`] a write returns after `fdatasync`,
+//! and concurrent writers share one sync (group commit). A [`WriteBatch`] is atomic across a
+//! crash. At open, a torn tail left by a crash is cut off; a bad checksum anywhere else is
+//! [`Error::Corrupt`] and bad data is never returned. The on-disk format is specified in
+//! `engine/FORMAT.md`.
+//!
+//! This crate knows nothing about events, streams or the network: the `caskade-eventstore`
+//! crate builds those on its public API.
+//!
+//! ```
+//! use caskade_engine::{Bitcask, WriteBatch};
+//!
+//! # fn main() -> caskade_engine::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let store = Bitcask::builder(dir.path()).max_file_size(64 << 20).open()?;
+//! store.put(b"greeting", b"hello")?;
+//!
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"a".to_vec(), b"1".to_vec()).delete(b"greeting".to_vec());
+//! store.write(batch)?; // both or neither, even across a crash
+//!
+//! assert_eq!(store.get(b"a")?, Some(b"1".to_vec()));
+//! assert_eq!(store.get(b"greeting")?, None);
+//! store.close()?;
+//!
+//! let reopened = Bitcask::builder(dir.path()).open()?;
+//! assert_eq!(reopened.get(b"a")?, Some(b"1".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod backup;
+mod batch;
+mod bitcask;
+mod check;
+mod data_file;
+mod error;
+mod file_set;
+pub mod format;
+mod keydir;
+mod merge;
+mod options;
+mod recovery;
+mod scan;
+mod stats;
+
+pub use backup::BackupReport;
+pub use batch::WriteBatch;
+pub use bitcask::{Bitcask, Keys};
+pub use check::{CheckReport, Problem, ProblemKind, check};
+pub use data_file::FileId;
+pub use error::{Corruption, Error, Result};
+pub use keydir::ValueLocation;
+pub use merge::{MergeProgress, MergeReport};
+pub use options::{Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy};
+pub use recovery::{RecoveryReport, TornTail};
+pub use stats::{FileStats, Stats};

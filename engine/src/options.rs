@@ -1,0 +1,267 @@
+//! Configuration: [`Options`], the [`SyncPolicy`] and the automatic-merge trigger.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bitcask::Bitcask;
+use crate::error::{Error, Result};
+use crate::format::{BATCH_BEGIN_VALUE_LEN, RECORD_HEADER_LEN};
+
+/// When writes are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Every write returns only after its bytes are on disk (`fdatasync`). Concurrent
+    /// writers are group-committed: one sync covers every write made while the previous
+    /// sync ran. The default.
+    #[default]
+    Always,
+    /// Writes return once they are buffered; a background thread writes and syncs them
+    /// every interval. A crash loses at most the last interval of writes.
+    Interval(Duration),
+    /// Writes return once buffered; buffers reach the OS when full, on [`Bitcask::sync`] and
+    /// on close, and the OS decides when they reach the disk.
+    Never,
+}
+
+/// When the background thread merges on its own.
+///
+/// A merge starts when the sealed files hold at least `min_dead_bytes` of dead data (values
+/// since overwritten or deleted, tombstones, batch framing) **and** that dead data is at
+/// least `min_dead_ratio` of their total size. The ratio bounds write amplification: each
+/// merge rewrites at most `1 / min_dead_ratio` bytes per byte it reclaims.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MergeTrigger {
+    /// Dead fraction of sealed-file bytes needed to start a merge. Default: 0.5.
+    pub min_dead_ratio: f64,
+    /// Dead bytes needed to start a merge. Default: 64 MiB.
+    pub min_dead_bytes: u64,
+}
+
+impl Default for MergeTrigger {
+    fn default() -> Self {
+        MergeTrigger {
+            min_dead_ratio: 0.5,
+            min_dead_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Everything [`Bitcask::open`] can be told. Build one with [`Bitcask::builder`] or start from
+/// `Options::default()`; `open` validates it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Size at which the active data file is sealed and a new one started. Default: 256 MiB.
+    ///
+    /// Why 256 MiB: start-up scans the active file record by record (sealed files are read
+    /// from their hint files), so this bounds that scan to well under a second; it keeps
+    /// the number of open files and mappings small for stores of hundreds of gigabytes;
+    /// and record offsets stay far below the 4 GiB that a 32-bit offset addresses.
+    pub max_file_size: u64,
+    /// When writes become durable. Default: [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// Largest key accepted, in bytes (at most 65,535). Default: 65,535.
+    pub max_key_size: usize,
+    /// Largest value accepted, in bytes. Default: 64 MiB.
+    pub max_value_size: usize,
+    /// Largest encoded write batch accepted, in bytes. Default: 256 MiB.
+    pub max_batch_size: usize,
+    /// Under `Interval` and `Never`, bytes buffered before they are handed to the OS.
+    /// Default: 1 MiB.
+    pub write_buffer_size: usize,
+    /// When to merge automatically; `None` merges only on demand. Default: `Some` of
+    /// [`MergeTrigger::default`].
+    pub auto_merge: Option<MergeTrigger>,
+    /// How often the background thread checks the merge trigger and writes missing hint
+    /// files (it also wakes on every file rotation). Default: 30 s.
+    pub maintenance_interval: Duration,
+    /// Create the directory if it does not exist. Default: true.
+    pub create_if_missing: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_file_size: 256 << 20,
+            sync: SyncPolicy::Always,
+            max_key_size: usize::from(u16::MAX),
+            max_value_size: 64 << 20,
+            max_batch_size: 256 << 20,
+            write_buffer_size: 1 << 20,
+            auto_merge: Some(MergeTrigger::default()),
+            maintenance_interval: Duration::from_secs(30),
+            create_if_missing: true,
+        }
+    }
+}
+
+/// The smallest `max_file_size` accepted: room for the file header and a few records.
+pub const MIN_FILE_SIZE: u64 = 1024;
+
+/// The largest `max_file_size` and `max_batch_size`: record offsets are 32-bit.
+pub const MAX_FILE_SIZE: u64 = 1 << 31;
+
+impl Options {
+    /// Checks that the options can work together.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason| Err(Error::InvalidOptions { reason });
+        if self.max_file_size < MIN_FILE_SIZE {
+            return invalid("max_file_size must be at least 1 KiB");
+        }
+        if self.max_file_size > MAX_FILE_SIZE {
+            return invalid("max_file_size must be at most 2 GiB");
+        }
+        if self.max_key_size == 0 || self.max_key_size > usize::from(u16::MAX) {
+            return invalid("max_key_size must be between 1 and 65535");
+        }
+        if self.max_value_size as u64 > MAX_FILE_SIZE {
+            return invalid("max_value_size must be at most 2 GiB");
+        }
+        let min_batch = RECORD_HEADER_LEN * 2 + BATCH_BEGIN_VALUE_LEN + 1;
+        if self.max_batch_size < min_batch || self.max_batch_size as u64 > MAX_FILE_SIZE {
+            return invalid("max_batch_size must be between 48 bytes and 2 GiB");
+        }
+        if let SyncPolicy::Interval(interval) = self.sync
+            && interval.is_zero()
+        {
+            return invalid("a sync interval must be longer than zero");
+        }
+        if let Some(trigger) = self.auto_merge
+            && !(trigger.min_dead_ratio > 0.0 && trigger.min_dead_ratio <= 1.0)
+        {
+            return invalid("auto_merge.min_dead_ratio must be in (0, 1]");
+        }
+        if self.maintenance_interval.is_zero() {
+            return invalid("maintenance_interval must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`Options`] step by step and opens the store: `Bitcask::builder(dir)...open()`.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct Builder {
+    dir: PathBuf,
+    options: Options,
+}
+
+impl Builder {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Builder {
+            dir: dir.to_path_buf(),
+            options: Options::default(),
+        }
+    }
+
+    /// See [`Options::max_file_size`].
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.options.max_file_size = bytes;
+        self
+    }
+
+    /// See [`Options::sync`].
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.options.sync = policy;
+        self
+    }
+
+    /// See [`Options::max_key_size`].
+    pub fn max_key_size(mut self, bytes: usize) -> Self {
+        self.options.max_key_size = bytes;
+        self
+    }
+
+    /// See [`Options::max_value_size`].
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.options.max_value_size = bytes;
+        self
+    }
+
+    /// See [`Options::max_batch_size`].
+    pub fn max_batch_size(mut self, bytes: usize) -> Self {
+        self.options.max_batch_size = bytes;
+        self
+    }
+
+    /// See [`Options::write_buffer_size`].
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.write_buffer_size = bytes;
+        self
+    }
+
+    /// See [`Options::auto_merge`].
+    pub fn auto_merge(mut self, trigger: Option<MergeTrigger>) -> Self {
+        self.options.auto_merge = trigger;
+        self
+    }
+
+    /// See [`Options::maintenance_interval`].
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.options.maintenance_interval = interval;
+        self
+    }
+
+    /// See [`Options::create_if_missing`].
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.options.create_if_missing = create;
+        self
+    }
+
+    /// The options built so far.
+    #[must_use]
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Opens the store with these options; see [`Bitcask::open`].
+    pub fn open(self) -> Result<Bitcask> {
+        Bitcask::open(&self.dir, self.options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Options::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tiny_files_are_rejected() {
+        let options = Options {
+            max_file_size: 10,
+            ..Options::default()
+        };
+        assert!(matches!(
+            options.validate(),
+            Err(Error::InvalidOptions { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_interval_is_rejected() {
+        let options = Options {
+            sync: SyncPolicy::Interval(Duration::ZERO),
+            ..Options::default()
+        };
+        assert!(matches!(
+            options.validate(),
+            Err(Error::InvalidOptions { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_keys_are_rejected() {
+        let options = Options {
+            max_key_size: 70_000,
+            ..Options::default()
+        };
+        assert!(matches!(
+            options.validate(),
+            Err(Error::InvalidOptions { .. })
+        ));
+    }
+}

@@ -1,0 +1,283 @@
+//! Opening a store: rebuilding the keydir from hint and data files.
+//!
+//! The recovery policy:
+//! - Files are replayed in id order, so a later record for a key wins.
+//! - A sealed file (every file but the newest) must be whole. Its hint file is used when it
+//!   verifies and describes the data file at its current length; otherwise the data file is
+//!   scanned. Any bad record in a sealed file is [`Error::Corrupt`]: it is never skipped.
+//! - The newest file is the active file and is always scanned. A bad record there followed
+//!   by nothing valid is a torn tail, left by a crash during a write that was never
+//!   acknowledged: it is truncated away and reported in [`RecoveryReport::torn_tail`]. A bad
+//!   record followed by a valid one cannot be a torn write, so it is [`Error::Corrupt`].
+//!   A batch is applied only when all of it is present and valid.
+//! - Leftover temporary files (an interrupted merge, hint or backup) are removed; so are hint
+//!   files whose data file is gone.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::data_file::{DataFile, EntryKind, FileId, classify, data_path, hint_path, sync_dir};
+use crate::error::{Corruption, Error, Result};
+use crate::file_set::{Change, FileSet};
+use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, decode_hint};
+use crate::keydir::KeyDir;
+use crate::scan::{scan_units, valid_record_after};
+
+/// What recovery found and did when the store was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Data files opened.
+    pub data_files: usize,
+    /// Sealed files whose keys were loaded from their hint file.
+    pub hint_files_used: usize,
+    /// Sealed files that had to be scanned (no hint file, or one that did not verify).
+    pub data_files_scanned: usize,
+    /// The torn tail cut from the active file, if there was one.
+    pub torn_tail: Option<TornTail>,
+    /// Temporary files removed.
+    pub temp_files_removed: usize,
+}
+
+/// A torn tail cut from the active file at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// The active file.
+    pub file_id: FileId,
+    /// Where the valid records end; the file was truncated to this length.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes_removed: u64,
+    /// What was wrong with the first cut record.
+    pub reason: Corruption,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) keydir: KeyDir,
+    pub(crate) files: FileSet,
+    pub(crate) active: Arc<DataFile>,
+    pub(crate) report: RecoveryReport,
+}
+
+fn header_error(file_id: FileId, error: HeaderError) -> Error {
+    match error {
+        HeaderError::UnsupportedVersion(version) => Error::UnsupportedVersion { file_id, version },
+        HeaderError::Truncated | HeaderError::BadMagic => Error::Corrupt {
+            file_id,
+            offset: 0,
+            reason: Corruption::BadHeader,
+        },
+    }
+}
+
+/// The data and hint files of a directory, after removing temporary files.
+pub(crate) struct Listing {
+    pub(crate) data: Vec<FileId>,
+    pub(crate) hints: BTreeSet<FileId>,
+    pub(crate) temp_files_removed: usize,
+}
+
+pub(crate) fn list(dir: &Path, remove_temp: bool) -> Result<Listing> {
+    let mut listing = Listing {
+        data: Vec::new(),
+        hints: BTreeSet::new(),
+        temp_files_removed: 0,
+    };
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        match classify(&name) {
+            EntryKind::Data(id) => listing.data.push(id),
+            EntryKind::Hint(id) => {
+                listing.hints.insert(id);
+            }
+            EntryKind::Temp if remove_temp => {
+                fs::remove_file(entry.path())?;
+                listing.temp_files_removed += 1;
+            }
+            EntryKind::Temp | EntryKind::Other => {}
+        }
+    }
+    listing.data.sort_unstable();
+    Ok(listing)
+}
+
+pub(crate) fn recover(dir: &Path, max_file_size: u64) -> Result<Recovered> {
+    let listing = list(dir, true)?;
+    let mut report = RecoveryReport {
+        temp_files_removed: listing.temp_files_removed,
+        ..Default::default()
+    };
+    let keydir = KeyDir::new();
+    let mut files = FileSet::default();
+
+    for &orphan in listing
+        .hints
+        .iter()
+        .filter(|id| listing.data.binary_search(id).is_err())
+    {
+        fs::remove_file(hint_path(dir, orphan))?;
+    }
+
+    let Some((&active_id, sealed)) = listing.data.split_last() else {
+        let active = Arc::new(DataFile::create(dir, FileId(1), max_file_size)?);
+        sync_dir(dir)?;
+        files.insert(Arc::clone(&active));
+        report.data_files = 1;
+        return Ok(Recovered {
+            keydir,
+            files,
+            active,
+            report,
+        });
+    };
+
+    for &id in sealed {
+        let len = fs::metadata(data_path(dir, id))?.len();
+        let file = Arc::new(DataFile::open(dir, id, len, len, false)?);
+        FileHeader::decode(FileKind::Data, file.bytes()).map_err(|e| header_error(id, e))?;
+        files.insert(Arc::clone(&file));
+        if listing.hints.contains(&id) && load_hint(dir, &file, &files, &keydir)? {
+            file.set_has_hint(true);
+            report.hint_files_used += 1;
+            continue;
+        }
+        report.data_files_scanned += 1;
+        let mut result = Ok(());
+        scan_units(file.bytes(), FILE_HEADER_LEN as u64, |ops, framing| {
+            file.add_dead(framing);
+            for op in ops {
+                if result.is_ok() {
+                    result = files.apply(&keydir, &change(id, op));
+                }
+            }
+        })
+        .map_err(|e| Error::Corrupt {
+            file_id: id,
+            offset: e.offset,
+            reason: e.reason,
+        })?;
+        result?;
+    }
+
+    let active = recover_active(
+        dir,
+        active_id,
+        max_file_size,
+        &keydir,
+        &mut files,
+        &mut report,
+    )?;
+    if listing.hints.contains(&active_id) {
+        // The active file grows past what its hint describes.
+        fs::remove_file(hint_path(dir, active_id))?;
+    }
+    report.data_files = listing.data.len();
+    Ok(Recovered {
+        keydir,
+        files,
+        active,
+        report,
+    })
+}
+
+fn change<'a>(file_id: FileId, op: &crate::scan::Op<'a>) -> Change<'a> {
+    Change {
+        kind: op.record.kind,
+        key: op.record.key,
+        file_id,
+        offset: op.offset as u32,
+        value_len: op.record.value.len() as u32,
+        timestamp_micros: op.record.timestamp_micros,
+    }
+}
+
+/// Applies a sealed file's hint file; `false` (nothing applied) if it cannot be trusted.
+fn load_hint(dir: &Path, file: &DataFile, files: &FileSet, keydir: &KeyDir) -> Result<bool> {
+    let bytes = fs::read(hint_path(dir, file.id()))?;
+    let hint = match decode_hint(&bytes) {
+        Ok(hint) if hint.file_id == file.id().0 && hint.data_len == file.len() => hint,
+        Ok(_) | Err(_) => {
+            tracing::warn!(file_id = %file.id(), "hint file does not verify; scanning the data file");
+            return Ok(false);
+        }
+    };
+    for entry in hint.entries() {
+        files.apply(
+            keydir,
+            &Change {
+                kind: entry.kind,
+                key: entry.key,
+                file_id: file.id(),
+                offset: entry.offset,
+                value_len: entry.value_len,
+                timestamp_micros: entry.timestamp_micros,
+            },
+        )?;
+    }
+    // Framing bytes are not in the hint; count everything unaccounted for as dead.
+    let accounted = file.live_bytes() + file.dead_bytes() + FILE_HEADER_LEN as u64;
+    file.add_dead(file.len().saturating_sub(accounted));
+    Ok(true)
+}
+
+fn recover_active(
+    dir: &Path,
+    id: FileId,
+    max_file_size: u64,
+    keydir: &KeyDir,
+    files: &mut FileSet,
+    report: &mut RecoveryReport,
+) -> Result<Arc<DataFile>> {
+    let path = data_path(dir, id);
+    let len = fs::metadata(&path)?.len();
+    if len < FILE_HEADER_LEN as u64 {
+        // Torn while it was being created: nothing in it was ever acknowledged.
+        let file = fs::OpenOptions::new().write(true).open(&path)?;
+        file.set_len(0)?;
+        drop(file);
+        fs::remove_file(&path)?;
+        let active = Arc::new(DataFile::create(dir, id, max_file_size)?);
+        sync_dir(dir)?;
+        files.insert(Arc::clone(&active));
+        return Ok(active);
+    }
+    let active = Arc::new(DataFile::open(dir, id, len, max_file_size, true)?);
+    FileHeader::decode(FileKind::Data, active.bytes()).map_err(|e| header_error(id, e))?;
+    files.insert(Arc::clone(&active));
+    // Units before a failure are whole and valid, so they are applied as the scan finds them;
+    // if the failure turns out to be corruption the open fails and the keydir is dropped.
+    let mut result = Ok(());
+    let scanned = scan_units(active.bytes(), FILE_HEADER_LEN as u64, |ops, framing| {
+        active.add_dead(framing);
+        for op in ops {
+            if result.is_ok() {
+                result = files.apply(keydir, &change(id, op));
+            }
+        }
+    });
+    result?;
+    if let Err(error) = scanned {
+        if valid_record_after(active.bytes(), error.resume_at) {
+            return Err(Error::Corrupt {
+                file_id: id,
+                offset: error.offset,
+                reason: error.reason,
+            });
+        }
+        tracing::warn!(file_id = %id, offset = error.offset, reason = %error.reason,
+            "truncating a torn tail from the active file");
+        report.torn_tail = Some(TornTail {
+            file_id: id,
+            offset: error.offset,
+            bytes_removed: len - error.offset,
+            reason: error.reason,
+        });
+        active.truncate(error.offset)?;
+    }
+    Ok(active)
+}
