@@ -429,8 +429,8 @@ impl Bitcask {
         self.inner.backup(dest.as_ref())
     }
 
-    /// Flushes and syncs every write, stops the background threads and releases the
-    /// directory lock. Every clone of this handle fails with [`Error::Closed`] afterwards.
+    /// Flushes and syncs every write, stops the background threads, writes any missing hint
+    /// files and releases the directory lock. Every clone of this handle fails with [`Error::Closed`] afterwards.
     /// Closing twice is not an error.
     ///
     /// # Errors
@@ -776,6 +776,11 @@ impl Inner {
         } else {
             self.sync_all()
         };
+        // A clean shutdown leaves a hint file beside every sealed file, so the next open
+        // reads no values; failing to write one only slows that open down.
+        if let Err(error) = self.write_missing_hints() {
+            tracing::warn!(%error, "writing hint files at close failed");
+        }
         let unlocked = self.lock_file.unlock();
         synced?;
         unlocked?;
