@@ -45,13 +45,27 @@ use crate::stats::{FileStats, Stats};
 /// dropping the last handle without closing flushes and syncs what it can.
 #[derive(Clone)]
 pub struct Bitcask {
-    pub(crate) inner: Arc<Inner>,
+    handle: Arc<Handle>,
+}
+
+/// Shared by the user's clones only (background threads hold `Inner` directly), so its drop
+/// marks the moment the last user handle goes away.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Err(error) = self.inner.close() {
+            tracing::error!(%error, "closing the store as its last handle dropped failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Bitcask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bitcask")
-            .field("dir", &self.inner.dir)
+            .field("dir", &self.handle.inner.dir)
             .finish_non_exhaustive()
     }
 }
@@ -250,25 +264,27 @@ impl Bitcask {
             options,
         });
         inner.start_background_threads();
-        Ok(Bitcask { inner })
+        Ok(Bitcask {
+            handle: Arc::new(Handle { inner }),
+        })
     }
 
     /// The store's directory.
     #[must_use]
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.handle.inner.dir
     }
 
     /// The options the store was opened with.
     #[must_use]
     pub fn options(&self) -> &Options {
-        &self.inner.options
+        &self.handle.inner.options
     }
 
     /// What recovery found and did when the store was opened.
     #[must_use]
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.inner.recovery
+        &self.handle.inner.recovery
     }
 
     /// The value stored under `key`, read and checksum-verified from disk.
@@ -277,7 +293,7 @@ impl Bitcask {
     /// [`Error::Corrupt`] if the record fails its checksum (the bad data is never returned),
     /// [`Error::Closed`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.read(key, <[u8]>::to_vec)
+        self.handle.inner.read(key, <[u8]>::to_vec)
     }
 
     /// Calls `with` on the value stored under `key` without copying it out of the map.
@@ -285,7 +301,7 @@ impl Bitcask {
     /// # Errors
     /// As [`Bitcask::get`].
     pub fn get_with<T>(&self, key: &[u8], with: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        self.inner.read(key, with)
+        self.handle.inner.read(key, with)
     }
 
     /// Whether `key` is live. Answered from memory, without reading the disk.
@@ -293,8 +309,8 @@ impl Bitcask {
     /// # Errors
     /// [`Error::Closed`].
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        self.inner.check_open()?;
-        Ok(self.inner.keydir.get(key).is_some())
+        self.handle.inner.check_open()?;
+        Ok(self.handle.inner.keydir.get(key).is_some())
     }
 
     /// Stores `value` under `key`.
@@ -332,7 +348,7 @@ impl Bitcask {
     /// [`Error::BatchTooLarge`] (nothing is written), [`Error::Poisoned`], [`Error::Closed`],
     /// [`Error::Io`].
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.inner.write(batch)
+        self.handle.inner.write(batch)
     }
 
     /// Makes every write made so far durable, whatever the sync policy.
@@ -340,8 +356,8 @@ impl Bitcask {
     /// # Errors
     /// [`Error::Poisoned`], [`Error::Closed`], [`Error::Io`].
     pub fn sync(&self) -> Result<()> {
-        self.inner.check_writable()?;
-        self.inner.sync_all()
+        self.handle.inner.check_writable()?;
+        self.handle.inner.sync_all()
     }
 
     /// Every live key, in no particular order. The keydir is walked one shard at a time, so
@@ -355,7 +371,7 @@ impl Bitcask {
     #[must_use]
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Keys {
         Keys {
-            inner: Arc::clone(&self.inner),
+            inner: Arc::clone(&self.handle.inner),
             prefix: prefix.to_vec(),
             shard: 0,
             current: Vec::new().into_iter(),
@@ -365,7 +381,7 @@ impl Bitcask {
     /// Number of live keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.keydir.len()
+        self.handle.inner.keydir.len()
     }
 
     /// Whether the store holds no live key.
@@ -377,11 +393,11 @@ impl Bitcask {
     /// Live keys, memory held by the keydir, and live and dead bytes per data file.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let files = self.inner.files.load();
-        let active = self.inner.writer.lock().active.id();
+        let files = self.handle.inner.files.load();
+        let active = self.handle.inner.writer.lock().active.id();
         Stats {
-            live_keys: self.inner.keydir.len(),
-            keydir_bytes: self.inner.keydir.heap_bytes(),
+            live_keys: self.handle.inner.keydir.len(),
+            keydir_bytes: self.handle.inner.keydir.heap_bytes(),
             files: files
                 .iter()
                 .map(|file| FileStats {
@@ -405,7 +421,7 @@ impl Bitcask {
     /// is left as it was, less any temporary files), [`Error::Poisoned`], [`Error::Closed`],
     /// [`Error::Io`].
     pub fn merge(&self) -> Result<MergeReport> {
-        self.inner.merge(&mut |_| {})
+        self.handle.inner.merge(&mut |_| {})
     }
 
     /// [`Bitcask::merge`], calling `progress` after each input file.
@@ -416,7 +432,7 @@ impl Bitcask {
         &self,
         mut progress: impl FnMut(MergeProgress),
     ) -> Result<MergeReport> {
-        self.inner.merge(&mut progress)
+        self.handle.inner.merge(&mut progress)
     }
 
     /// Copies the store into `dest` (created if missing; it must otherwise be an empty
@@ -426,7 +442,7 @@ impl Bitcask {
     /// # Errors
     /// [`Error::BackupDestinationNotEmpty`], [`Error::Closed`], [`Error::Io`].
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
-        self.inner.backup(dest.as_ref())
+        self.handle.inner.backup(dest.as_ref())
     }
 
     /// Flushes and syncs every write, stops the background threads, writes any missing hint
@@ -436,7 +452,7 @@ impl Bitcask {
     /// # Errors
     /// [`Error::Io`] if the final sync fails; the lock is released all the same.
     pub fn close(self) -> Result<()> {
-        self.inner.close()
+        self.handle.inner.close()
     }
 }
 
@@ -493,44 +509,23 @@ impl Inner {
             let Some(location) = self.keydir.get(key) else {
                 return Ok(None);
             };
-            let files = self.files.load();
-            let Some(file) = files.get(location.file_id) else {
-                // Retired by a merge after the lookup; the keydir already points elsewhere.
-                continue;
-            };
             let len = record_len(key.len(), location.value_len as usize);
-            if let Some(bytes) = file.slice(u64::from(location.offset), len) {
+            let offset = u64::from(location.offset);
+            if let Some(file) = self.files.load().get(location.file_id)
+                && let Some(bytes) = file.slice(offset, len)
+            {
                 return verified_value(bytes, key, location).map(|value| Some(with(value)));
             }
-            return self.read_buffered(key, location, with).map(Some);
+            // Either the record is still in the write buffer (only under `Interval` and
+            // `Never`, where writes are visible before they reach the OS), or a merge retired
+            // the file after the lookup and the keydir already points elsewhere.
+            let writer = self.writer.lock();
+            if writer.active.id() == location.file_id && offset >= writer.active.len() {
+                let start = (offset - writer.active.len()) as usize;
+                return verified_value(&writer.buf[start..start + len], key, location)
+                    .map(|value| Some(with(value)));
+            }
         }
-    }
-
-    /// Reads a record still in the write buffer (only under `Interval` and `Never`, where
-    /// writes are visible before they reach the OS).
-    fn read_buffered<T>(
-        &self,
-        key: &[u8],
-        location: ValueLocation,
-        with: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T> {
-        let writer = self.writer.lock();
-        let len = record_len(key.len(), location.value_len as usize);
-        let offset = u64::from(location.offset);
-        let files = self.files.load();
-        let file = files
-            .get(location.file_id)
-            .expect("a file with unflushed records is not merged");
-        if let Some(bytes) = file.slice(offset, len) {
-            return verified_value(bytes, key, location).map(with);
-        }
-        assert_eq!(
-            writer.active.id(),
-            location.file_id,
-            "only the active file has unflushed bytes"
-        );
-        let start = (offset - writer.active.len()) as usize;
-        verified_value(&writer.buf[start..start + len], key, location).map(with)
     }
 
     fn validate(&self, batch: &WriteBatch) -> Result<usize> {
@@ -785,19 +780,6 @@ impl Inner {
         synced?;
         unlocked?;
         Ok(())
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if !self.closed.load(Ordering::Acquire) {
-            self.background.stop();
-            if !self.poisoned.load(Ordering::Acquire)
-                && let Err(error) = self.sync_all()
-            {
-                tracing::error!(%error, "syncing the store as its last handle dropped failed");
-            }
-        }
     }
 }
 
