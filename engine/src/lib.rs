@@ -65,3 +65,8 @@ pub use merge::{MergeProgress, MergeReport};
 pub use options::{Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::{FileStats, Stats};
+
+/// The README's code samples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
