@@ -5,11 +5,12 @@
 //! lock, so readers on different keys rarely touch the same lock word and a table resize
 //! stalls one shard, not the store.
 //!
-//! Per key a shard holds a 24-byte [`Slot`] in a `hashbrown` table (plus one control byte per
-//! bucket) and the key's bytes in the shard's arena, a single `Vec<u8>`. Keys of removed
-//! entries are garbage in the arena until the shard compacts it, which it does once garbage
-//! outweighs live key bytes. Invariant: every slot's `key_ref` points at its own key's bytes
-//! in its shard's arena.
+//! Per key a shard holds a 20-byte [`Slot`] in a `hashbrown` table (plus one control byte per
+//! bucket) and the key's bytes, after a 2-byte length, in the shard's arena: 64 KiB chunks
+//! filled in order, so key storage wastes at most one partly filled chunk per shard. Keys of
+//! removed entries are garbage in the arena until the shard compacts it, which it does once
+//! garbage outweighs live key bytes. Invariant: every slot's `key_ref` names its own key in
+//! its shard's arena.
 
 use std::hash::BuildHasher;
 
@@ -25,8 +26,10 @@ const SHARD_COUNT: usize = 64;
 /// low bits and its control tag from the top seven, so neither loses entropy to sharding.
 const SHARD_SHIFT: u32 = 32;
 
-const KEY_LEN_BITS: u32 = 16;
-const MAX_ARENA_LEN: usize = 1 << (64 - KEY_LEN_BITS);
+/// Size of an arena chunk. A `key_ref` is a chunk index (high 16 bits) and a position in
+/// the chunk (low 16 bits), so a shard addresses 65,536 chunks: 4 GiB of keys.
+const CHUNK_LEN: usize = 1 << 16;
+const KEY_LEN_PREFIX: usize = size_of::<u16>();
 
 /// Where a key's latest value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +44,10 @@ pub struct ValueLocation {
     pub timestamp_secs: u32,
 }
 
-/// One keydir entry. `key_ref` packs the key's arena offset (high 48 bits) and length (low 16).
+/// One keydir entry.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    key_ref: u64,
+    key_ref: u32,
     file_id: u32,
     offset: u32,
     value_len: u32,
@@ -52,12 +55,6 @@ struct Slot {
 }
 
 impl Slot {
-    fn key_range(&self) -> std::ops::Range<usize> {
-        let start = (self.key_ref >> KEY_LEN_BITS) as usize;
-        let len = (self.key_ref & ((1 << KEY_LEN_BITS) - 1)) as usize;
-        start..start + len
-    }
-
     fn location(&self) -> ValueLocation {
         ValueLocation {
             file_id: FileId(self.file_id),
@@ -75,25 +72,74 @@ impl Slot {
     }
 }
 
+/// Key bytes of one shard, each after its `u16` length, in chunks of [`CHUNK_LEN`].
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+    /// Bytes (lengths included) that no slot refers to.
+    garbage: usize,
+    /// Bytes (lengths included) in use or garbage.
+    used: usize,
+}
+
+impl Arena {
+    fn key(&self, key_ref: u32) -> &[u8] {
+        let chunk = &self.chunks[(key_ref >> 16) as usize];
+        let at = (key_ref & 0xffff) as usize;
+        let len = usize::from(u16::from_le_bytes([chunk[at], chunk[at + 1]]));
+        &chunk[at + KEY_LEN_PREFIX..at + KEY_LEN_PREFIX + len]
+    }
+
+    fn push(&mut self, key: &[u8]) -> Result<u32> {
+        let need = KEY_LEN_PREFIX + key.len();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.len() + need <= CHUNK_LEN);
+        if !fits {
+            if self.chunks.len() > usize::from(u16::MAX) {
+                return Err(Error::KeyDirFull);
+            }
+            // A key longer than a chunk (up to 65,535 bytes plus its length) gets a chunk
+            // of its own; it still starts at position 0.
+            self.chunks.push(Vec::with_capacity(CHUNK_LEN.max(need)));
+        }
+        let index = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[index];
+        let at = chunk.len();
+        let len = u16::try_from(key.len()).expect("keys are at most u16::MAX bytes");
+        chunk.extend_from_slice(&len.to_le_bytes());
+        chunk.extend_from_slice(key);
+        self.used += need;
+        Ok(((index as u32) << 16) | at as u32)
+    }
+
+    fn release(&mut self, key_ref: u32) {
+        self.garbage += KEY_LEN_PREFIX + self.key(key_ref).len();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum::<usize>()
+            + self.chunks.capacity() * size_of::<Vec<u8>>()
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     table: HashTable<Slot>,
-    arena: Vec<u8>,
-    /// Bytes of the arena no slot refers to.
-    garbage: usize,
+    arena: Arena,
 }
 
 impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
         let arena = &self.arena;
-        self.table
-            .find(hash, |slot| &arena[slot.key_range()] == key)
+        self.table.find(hash, |slot| arena.key(slot.key_ref) == key)
     }
 
     fn find_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
         let arena = &self.arena;
         self.table
-            .find_mut(hash, |slot| &arena[slot.key_range()] == key)
+            .find_mut(hash, |slot| arena.key(slot.key_ref) == key)
     }
 
     fn insert(
@@ -108,13 +154,8 @@ impl Shard {
             slot.set_location(location);
             return Ok(Some(old));
         }
-        let start = self.arena.len();
-        if start + key.len() > MAX_ARENA_LEN {
-            return Err(Error::KeyDirFull);
-        }
-        self.arena.extend_from_slice(key);
         let mut slot = Slot {
-            key_ref: ((start as u64) << KEY_LEN_BITS) | key.len() as u64,
+            key_ref: self.arena.push(key)?,
             file_id: 0,
             offset: 0,
             value_len: 0,
@@ -123,7 +164,7 @@ impl Shard {
         slot.set_location(location);
         let arena = &self.arena;
         self.table
-            .insert_unique(hash, slot, |slot| hasher.hash_one(&arena[slot.key_range()]));
+            .insert_unique(hash, slot, |slot| hasher.hash_one(arena.key(slot.key_ref)));
         Ok(None)
     }
 
@@ -131,34 +172,32 @@ impl Shard {
         let arena = &self.arena;
         let entry = self
             .table
-            .find_entry(hash, |slot| &arena[slot.key_range()] == key)
+            .find_entry(hash, |slot| arena.key(slot.key_ref) == key)
             .ok()?;
         let (slot, _) = entry.remove();
-        self.garbage += slot.key_range().len();
+        self.arena.release(slot.key_ref);
         self.compact_if_wasteful();
         Some(slot.location())
     }
 
     /// Rewrites the arena without garbage once garbage exceeds the live key bytes, so the
-    /// arena stays within twice the live key bytes.
+    /// arena stays within about twice the live key bytes.
     fn compact_if_wasteful(&mut self) {
-        let live = self.arena.len() - self.garbage;
-        if self.garbage < 4096 || self.garbage < live {
+        let live = self.arena.used - self.arena.garbage;
+        if self.arena.garbage < CHUNK_LEN || self.arena.garbage < live {
             return;
         }
-        let mut arena = Vec::with_capacity(live);
+        let mut arena = Arena::default();
         for slot in &mut self.table {
-            let range = slot.key_range();
-            let start = arena.len();
-            arena.extend_from_slice(&self.arena[range.clone()]);
-            slot.key_ref = ((start as u64) << KEY_LEN_BITS) | range.len() as u64;
+            slot.key_ref = arena
+                .push(self.arena.key(slot.key_ref))
+                .expect("a compacted arena is smaller than the one it replaces");
         }
         self.arena = arena;
-        self.garbage = 0;
     }
 
     fn heap_bytes(&self) -> usize {
-        self.table.allocation_size() + self.arena.capacity()
+        self.table.allocation_size() + self.arena.heap_bytes()
     }
 }
 
@@ -250,7 +289,7 @@ impl KeyDir {
             shard
                 .table
                 .iter()
-                .map(|slot| &shard.arena[slot.key_range()])
+                .map(|slot| shard.arena.key(slot.key_ref))
                 .filter(|key| key.starts_with(prefix))
                 .map(Box::from)
                 .collect(),
@@ -272,8 +311,8 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_24_bytes() {
-        assert_eq!(size_of::<Slot>(), 24);
+    fn slot_is_20_bytes() {
+        assert_eq!(size_of::<Slot>(), 20);
     }
 
     #[test]
@@ -303,28 +342,74 @@ mod tests {
 
     #[test]
     fn arena_compaction_keeps_every_key() {
-        let keydir = KeyDir::new();
+        let hasher = foldhash::fast::RandomState::default();
+        let mut shard = Shard::default();
+        let key = |i: u32| format!("key-{i:08}");
         for i in 0..20_000u32 {
-            keydir
-                .insert(format!("key-{i:08}").as_bytes(), location(1, i))
+            let k = key(i);
+            shard
+                .insert(
+                    &hasher,
+                    hasher.hash_one(k.as_bytes()),
+                    k.as_bytes(),
+                    location(1, i),
+                )
                 .unwrap();
         }
         for i in (0..20_000u32).filter(|i| i % 4 != 0) {
-            assert!(keydir.remove(format!("key-{i:08}").as_bytes()).is_some());
+            let k = key(i);
+            assert!(
+                shard
+                    .remove(hasher.hash_one(k.as_bytes()), k.as_bytes())
+                    .is_some()
+            );
         }
-        for i in 0..20_000u32 {
-            let found = keydir.get(format!("key-{i:08}").as_bytes());
-            assert_eq!(found.is_some(), i % 4 == 0, "key {i}");
-            if let Some(found) = found {
-                assert_eq!(found.offset, i);
-            }
-        }
-        let garbage: usize = keydir.shards.iter().map(|s| s.read().garbage).sum();
-        let arena: usize = keydir.shards.iter().map(|s| s.read().arena.len()).sum();
         assert!(
-            garbage * 2 <= arena + 64 * 4096,
-            "garbage {garbage} of arena {arena}"
+            shard.arena.garbage < shard.arena.used / 2,
+            "the arena was compacted"
         );
+        for i in 0..20_000u32 {
+            let k = key(i);
+            let found = shard.find(hasher.hash_one(k.as_bytes()), k.as_bytes());
+            assert_eq!(
+                found.map(|slot| slot.offset),
+                (i % 4 == 0).then_some(i),
+                "key {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_of_every_length_round_trip() {
+        let keydir = KeyDir::new();
+        let keys: Vec<Vec<u8>> = [1, 2, 100, 40_000, 65_533, 65_534, 65_535]
+            .iter()
+            .map(|&n| vec![n as u8; n])
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            keydir.insert(key, location(1, i as u32)).unwrap();
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                keydir.get(key).map(|l| l.offset),
+                Some(i as u32),
+                "key of {}",
+                key.len()
+            );
+        }
+    }
+
+    #[test]
+    fn memory_per_key_is_key_length_plus_at_most_48_bytes() {
+        let keydir = KeyDir::new();
+        let count = 200_000u32;
+        for i in 0..count {
+            keydir
+                .insert(format!("{i:016}").as_bytes(), location(1, i))
+                .unwrap();
+        }
+        let per_key = keydir.heap_bytes() as f64 / f64::from(count);
+        assert!(per_key <= 16.0 + 48.0, "{per_key:.1} bytes per 16-byte key");
     }
 
     #[test]
