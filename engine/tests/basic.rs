@@ -5,16 +5,26 @@ use caskade_engine::{Bitcask, Result, SyncPolicy, WriteBatch};
 #[test]
 fn values_survive_reopen_rotation_and_merge() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let open = || Bitcask::builder(dir.path()).max_file_size(4096).auto_merge(None).open();
+    let open = || {
+        Bitcask::builder(dir.path())
+            .max_file_size(4096)
+            .auto_merge(None)
+            .open()
+    };
     let store = open()?;
     for i in 0..500u32 {
-        store.put(format!("key-{i}").as_bytes(), format!("value-{i}").as_bytes())?;
+        store.put(
+            format!("key-{i}").as_bytes(),
+            format!("value-{i}").as_bytes(),
+        )?;
     }
     for i in (0..500u32).step_by(2) {
         store.delete(format!("key-{i}").as_bytes())?;
     }
     let mut batch = WriteBatch::new();
-    batch.put(b"key-1".to_vec(), b"batched".to_vec()).delete(b"key-3".to_vec());
+    batch
+        .put(b"key-1".to_vec(), b"batched".to_vec())
+        .delete(b"key-3".to_vec());
     store.write(batch)?;
     assert!(store.stats().files.len() > 5, "small files rotate");
     let check = |store: &Bitcask| -> Result<()> {
@@ -25,7 +35,11 @@ fn values_survive_reopen_rotation_and_merge() -> Result<()> {
                 i if i % 2 == 0 => None,
                 i => Some(format!("value-{i}").into_bytes()),
             };
-            assert_eq!(store.get(format!("key-{i}").as_bytes())?, expected, "key-{i}");
+            assert_eq!(
+                store.get(format!("key-{i}").as_bytes())?,
+                expected,
+                "key-{i}"
+            );
         }
         assert_eq!(store.len(), 249);
         Ok(())
@@ -56,7 +70,9 @@ fn values_survive_reopen_rotation_and_merge() -> Result<()> {
 #[test]
 fn never_policy_reads_its_own_buffered_writes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).sync(SyncPolicy::Never).open()?;
+    let store = Bitcask::builder(dir.path())
+        .sync(SyncPolicy::Never)
+        .open()?;
     store.put(b"k", b"v")?;
     assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
     store.close()?;
