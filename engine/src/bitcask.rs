@@ -348,7 +348,26 @@ impl Bitcask {
     /// [`Error::BatchTooLarge`] (nothing is written), [`Error::Poisoned`], [`Error::Closed`],
     /// [`Error::Io`].
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.handle.inner.write(batch)
+        let seq = self.handle.inner.submit(batch)?;
+        self.handle.inner.wait_published(seq)
+    }
+
+    /// Starts writing `batch` and returns without waiting for it to become durable; call
+    /// [`PendingWrite::wait`] for that. Batches are written, made durable and made visible
+    /// in the order of the calls to this method, so a caller that assigns sequence numbers
+    /// (an event store's global positions, say) under its own lock and submits under the
+    /// same lock gets them published in that order, while the waits of many callers share
+    /// one sync.
+    ///
+    /// # Errors
+    /// As [`Bitcask::write`], except that sync failures surface from
+    /// [`PendingWrite::wait`].
+    pub fn begin_write(&self, batch: WriteBatch) -> Result<PendingWrite> {
+        let seq = self.handle.inner.submit(batch)?;
+        Ok(PendingWrite {
+            inner: Arc::clone(&self.handle.inner),
+            seq: Some(seq),
+        })
     }
 
     /// Makes every write made so far durable, whatever the sync policy.
@@ -453,6 +472,40 @@ impl Bitcask {
     /// [`Error::Io`] if the final sync fails; the lock is released all the same.
     pub fn close(self) -> Result<()> {
         self.handle.inner.close()
+    }
+}
+
+/// A batch submitted by [`Bitcask::begin_write`] that may not be durable yet.
+///
+/// Dropping it without calling [`PendingWrite::wait`] waits all the same, so the batch is
+/// never left unsynced and unpublished.
+#[must_use = "a pending write is durable only once `wait` returns"]
+pub struct PendingWrite {
+    inner: Arc<Inner>,
+    seq: Option<u64>,
+}
+
+impl PendingWrite {
+    /// Waits until the batch is durable (under [`SyncPolicy::Always`]) and visible to
+    /// readers.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or [`Error::Io`] if the sync covering the batch failed.
+    pub fn wait(mut self) -> Result<()> {
+        match self.seq.take() {
+            Some(seq) => self.inner.wait_published(seq),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take()
+            && let Err(error) = self.inner.wait_published(seq)
+        {
+            tracing::error!(%error, "a write dropped without waiting failed to sync");
+        }
     }
 }
 
@@ -564,36 +617,31 @@ impl Inner {
         Ok(encoded)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<()> {
+    /// Encodes `batch` into the log and returns its sequence number (0 for an empty batch,
+    /// which is always durable). Batches are ordered by the calls to this function.
+    fn submit(&self, batch: WriteBatch) -> Result<u64> {
         let encoded_len = self.validate(&batch)?;
         self.check_writable()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let timestamp_micros = now_micros();
-        let seq = {
-            let mut writer = self.writer.lock();
-            // Checked again under the lock: a sync may have failed since.
-            self.check_writable()?;
-            self.rotate_if_full(&mut writer, encoded_len as u64)?;
-            let seq = writer.next_seq;
-            writer.next_seq += 1;
-            let unit = encode_unit(&mut writer, batch, timestamp_micros, encoded_len);
-            if self.options.sync == SyncPolicy::Always {
-                writer.pending.push(unit);
-            } else {
-                self.publish(&unit)?;
-                if writer.buf.len() >= self.options.write_buffer_size {
-                    self.flush(&mut writer)?;
-                }
-            }
-            seq
-        };
+        let mut writer = self.writer.lock();
+        // Checked again under the lock: a sync may have failed since.
+        self.check_writable()?;
+        self.rotate_if_full(&mut writer, encoded_len as u64)?;
+        let seq = writer.next_seq;
+        writer.next_seq += 1;
+        let unit = encode_unit(&mut writer, batch, timestamp_micros, encoded_len);
         if self.options.sync == SyncPolicy::Always {
-            self.wait_durable(seq)
+            writer.pending.push(unit);
         } else {
-            Ok(())
+            self.publish(&unit)?;
+            if writer.buf.len() >= self.options.write_buffer_size {
+                self.flush(&mut writer)?;
+            }
         }
+        Ok(seq)
     }
 
     /// Applies a written batch to the keydir and the files' byte counts.
