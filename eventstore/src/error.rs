@@ -1,0 +1,143 @@
+//! The event store's error type.
+
+use crate::ExpectedVersion;
+use crate::event::StreamVersion;
+
+/// Errors returned by the event store.
+///
+/// Expected outcomes a caller reacts to (`WrongExpectedVersion`, `StreamDeleted`, the
+/// invalid-input variants) are distinct from failures of the machine (`Engine`), so callers
+/// can retry or correct the first and alert on the second. Every failed call changes nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream's current version is not the one the append expected.
+    #[error("wrong expected version for stream '{stream}': expected {expected}, actual {actual}")]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked (`None`: the stream has no events).
+        actual: CurrentVersion,
+    },
+
+    /// The stream was tombstoned (deleted permanently): it can be neither read nor written.
+    #[error("stream '{stream}' has been deleted permanently")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+
+    /// A stream name that is empty, too long, or not valid.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamName {
+        /// The name as given (cut to 100 characters).
+        name: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+
+    /// A name reserved by the store, such as `$all`.
+    #[error("stream name '{name}' is reserved")]
+    ReservedStreamName {
+        /// The name.
+        name: String,
+    },
+
+    /// An event type that is empty or too long.
+    #[error("invalid event type {event_type:?}: {reason}")]
+    InvalidEventType {
+        /// The type as given (cut to 100 characters).
+        event_type: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+
+    /// An append with no events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+
+    /// An event bigger than the configured maximum.
+    #[error("event {index} of the append is {size} bytes, over the maximum of {max} bytes")]
+    EventTooLarge {
+        /// The event's index in the append.
+        index: usize,
+        /// Its encoded size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// An append bigger than the configured maximum.
+    #[error("the append is {size} bytes, over the maximum of {max} bytes")]
+    AppendTooLarge {
+        /// The append's encoded size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// Data or metadata declared JSON that does not parse.
+    #[error("event {index}'s {field} is declared JSON but is not: {reason}")]
+    InvalidJson {
+        /// The event's index in the append.
+        index: usize,
+        /// `data` or `metadata`.
+        field: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+
+    /// The same event id twice in one append.
+    #[error("event id {id} appears twice in the append")]
+    DuplicateEventId {
+        /// The id.
+        id: uuid::Uuid,
+    },
+
+    /// A regular expression filter that does not compile.
+    #[error("invalid event type filter: {0}")]
+    InvalidFilter(#[from] regex::Error),
+
+    /// Stream metadata that cannot apply (for instance a zero `max_count`).
+    #[error("invalid stream metadata: {reason}")]
+    InvalidMetadata {
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A record in the store that the event store cannot decode.
+    #[error("corrupt event store record under key {key:?}: {reason}")]
+    Corrupt {
+        /// The engine key, escaped.
+        key: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// The storage engine failed (I/O, corruption, a closed or poisoned store).
+    #[error(transparent)]
+    Engine(#[from] caskade_engine::Error),
+}
+
+/// A stream's version as reported in [`Error::WrongExpectedVersion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentVersion {
+    /// The stream has no events (it never had, or it was soft-deleted and is empty).
+    NoStream,
+    /// The version of the stream's last event.
+    Current(StreamVersion),
+}
+
+impl std::fmt::Display for CurrentVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CurrentVersion::NoStream => f.write_str("no stream"),
+            CurrentVersion::Current(version) => write!(f, "{version}"),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

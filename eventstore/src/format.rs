@@ -1,0 +1,311 @@
+//! How streams and events are laid out in the engine: key encoding and value encoding.
+//!
+//! `eventstore/FORMAT.md` is the specification; every constant here mirrors it. Pure
+//! functions over byte slices: no engine calls.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::event::{ContentType, Position, StreamVersion};
+use crate::metadata::{StreamMetadata, StreamState};
+
+/// First byte of an event key: `e`, stream length (u16 BE), stream, version (u64 BE).
+pub(crate) const EVENT_PREFIX: u8 = b'e';
+/// First byte of a stream head key: `h`, stream.
+pub(crate) const HEAD_PREFIX: u8 = b'h';
+/// First byte of a `$all` entry key: `p`, position (u64 BE). Its value is the event's key.
+pub(crate) const ALL_PREFIX: u8 = b'p';
+/// First byte of a key of the raw key-value space: `k`, the caller's key.
+pub(crate) const KV_PREFIX: u8 = b'k';
+
+const EVENT_FORMAT: u8 = 1;
+const HEAD_FORMAT: u8 = 1;
+
+pub(crate) fn event_key(stream: &str, version: StreamVersion) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 2 + stream.len() + 8);
+    key.push(EVENT_PREFIX);
+    let len = u16::try_from(stream.len()).expect("stream names are validated to fit a u16");
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(stream.as_bytes());
+    key.extend_from_slice(&version.0.to_be_bytes());
+    key
+}
+
+/// The stream and version an event key names; `None` if it is not an event key.
+pub(crate) fn parse_event_key(key: &[u8]) -> Option<(&str, StreamVersion)> {
+    let (&prefix, rest) = key.split_first()?;
+    if prefix != EVENT_PREFIX || rest.len() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+    let rest = &rest[2..];
+    if rest.len() != len + 8 {
+        return None;
+    }
+    let stream = std::str::from_utf8(&rest[..len]).ok()?;
+    let version = u64::from_be_bytes(rest[len..].try_into().ok()?);
+    Some((stream, StreamVersion(version)))
+}
+
+pub(crate) fn head_key(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + stream.len());
+    key.push(HEAD_PREFIX);
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+pub(crate) fn all_key(position: Position) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = ALL_PREFIX;
+    key[1..].copy_from_slice(&position.0.to_be_bytes());
+    key
+}
+
+pub(crate) fn kv_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(KV_PREFIX);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Length of an event value before its variable parts.
+const EVENT_FIXED_LEN: usize = 1 + 16 + 8 + 8 + 1 + 2 + 4 + 4;
+
+/// An event value as stored (the stream and version are in the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredEvent<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) position: Position,
+    pub(crate) recorded_at_micros: i64,
+    pub(crate) content_type: ContentType,
+    pub(crate) event_type: &'a str,
+    pub(crate) metadata: &'a [u8],
+    pub(crate) data: &'a [u8],
+}
+
+pub(crate) fn encoded_event_len(event_type: &str, metadata: &[u8], data: &[u8]) -> usize {
+    EVENT_FIXED_LEN + event_type.len() + metadata.len() + data.len()
+}
+
+impl StoredEvent<'_> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(encoded_event_len(self.event_type, self.metadata, self.data));
+        out.push(EVENT_FORMAT);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.position.0.to_le_bytes());
+        out.extend_from_slice(&self.recorded_at_micros.to_le_bytes());
+        out.push(match self.content_type {
+            ContentType::Json => 0,
+            ContentType::Binary => 1,
+        });
+        let type_len = u16::try_from(self.event_type.len()).expect("event types are validated");
+        out.extend_from_slice(&type_len.to_le_bytes());
+        let metadata_len = u32::try_from(self.metadata.len()).expect("events are validated");
+        out.extend_from_slice(&metadata_len.to_le_bytes());
+        let data_len = u32::try_from(self.data.len()).expect("events are validated");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.extend_from_slice(self.event_type.as_bytes());
+        out.extend_from_slice(self.metadata);
+        out.extend_from_slice(self.data);
+        out
+    }
+}
+
+/// Decodes an event value; the error says what is wrong.
+pub(crate) fn decode_event(value: &[u8]) -> Result<StoredEvent<'_>, &'static str> {
+    if value.len() < EVENT_FIXED_LEN {
+        return Err("event value too short");
+    }
+    if value[0] != EVENT_FORMAT {
+        return Err("unknown event format version");
+    }
+    let u32_at =
+        |at: usize| u32::from_le_bytes(value[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let id = Uuid::from_bytes(value[1..17].try_into().expect("16 bytes"));
+    let position = Position(u64::from_le_bytes(
+        value[17..25].try_into().expect("8 bytes"),
+    ));
+    let recorded_at_micros = i64::from_le_bytes(value[25..33].try_into().expect("8 bytes"));
+    let content_type = match value[33] {
+        0 => ContentType::Json,
+        1 => ContentType::Binary,
+        _ => return Err("unknown content type"),
+    };
+    let type_len = usize::from(u16::from_le_bytes([value[34], value[35]]));
+    let metadata_len = u32_at(36);
+    let data_len = u32_at(40);
+    if value.len() != EVENT_FIXED_LEN + type_len + metadata_len + data_len {
+        return Err("event value length does not match its fields");
+    }
+    let type_end = EVENT_FIXED_LEN + type_len;
+    let metadata_end = type_end + metadata_len;
+    let event_type = std::str::from_utf8(&value[EVENT_FIXED_LEN..type_end])
+        .map_err(|_| "event type is not UTF-8")?;
+    Ok(StoredEvent {
+        id,
+        position,
+        recorded_at_micros,
+        content_type,
+        event_type,
+        metadata: &value[type_end..metadata_end],
+        data: &value[metadata_end..],
+    })
+}
+
+pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// A stream's head: its next version, last position, state and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) state: StreamState,
+    /// The version the next event gets; the stream has had events iff this is above 0.
+    pub(crate) next_version: u64,
+    /// The position of the stream's last event (meaningful once `next_version > 0`).
+    pub(crate) last_position: u64,
+    pub(crate) metadata: StreamMetadata,
+}
+
+const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 4;
+
+impl Head {
+    pub(crate) fn new() -> Self {
+        Head {
+            state: StreamState::Live,
+            next_version: 0,
+            last_position: 0,
+            metadata: StreamMetadata::default(),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let custom = self
+            .metadata
+            .custom
+            .as_ref()
+            .map(|v| serde_json::to_vec(v).expect("a JSON value serializes"));
+        let custom = custom.unwrap_or_default();
+        let mut out = Vec::with_capacity(HEAD_FIXED_LEN + custom.len());
+        out.push(HEAD_FORMAT);
+        out.push(match self.state {
+            StreamState::Live => 0,
+            StreamState::Deleted => 1,
+            StreamState::Tombstoned => 2,
+        });
+        out.extend_from_slice(&self.next_version.to_le_bytes());
+        out.extend_from_slice(&self.last_position.to_le_bytes());
+        out.extend_from_slice(
+            &self
+                .metadata
+                .truncate_before
+                .map_or(0, |v| v.0)
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(&self.metadata.max_count.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(
+            &self
+                .metadata
+                .max_age
+                .map_or(0, |d| d.as_secs())
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(
+            &u32::try_from(custom.len())
+                .expect("metadata is validated")
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(&custom);
+        out
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<Head, &'static str> {
+        if value.len() < HEAD_FIXED_LEN {
+            return Err("stream head too short");
+        }
+        if value[0] != HEAD_FORMAT {
+            return Err("unknown stream head format version");
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(value[at..at + 8].try_into().expect("8 bytes"));
+        let state = match value[1] {
+            0 => StreamState::Live,
+            1 => StreamState::Deleted,
+            2 => StreamState::Tombstoned,
+            _ => return Err("unknown stream state"),
+        };
+        let custom_len = u32::from_le_bytes(value[42..46].try_into().expect("4 bytes")) as usize;
+        if value.len() != HEAD_FIXED_LEN + custom_len {
+            return Err("stream head length does not match its fields");
+        }
+        let custom = if custom_len == 0 {
+            None
+        } else {
+            Some(
+                serde_json::from_slice(&value[HEAD_FIXED_LEN..])
+                    .map_err(|_| "stream metadata is not JSON")?,
+            )
+        };
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        Ok(Head {
+            state,
+            next_version: u64_at(2),
+            last_position: u64_at(10),
+            metadata: StreamMetadata {
+                truncate_before: nonzero(u64_at(18)).map(StreamVersion),
+                max_count: nonzero(u64_at(26)),
+                max_age: nonzero(u64_at(34)).map(std::time::Duration::from_secs),
+                custom,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_are_unambiguous_and_round_trip() {
+        let a = event_key("ab", StreamVersion(1));
+        let b = event_key("a", StreamVersion(1));
+        assert_ne!(a[..a.len() - 8], b[..b.len() - 8]);
+        assert_eq!(parse_event_key(&a), Some(("ab", StreamVersion(1))));
+        assert_eq!(parse_event_key(&head_key("ab")), None);
+        // Versions of one stream sort in order.
+        assert!(event_key("s", StreamVersion(9)) < event_key("s", StreamVersion(10)));
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let stored = StoredEvent {
+            id: Uuid::new_v4(),
+            position: Position(42),
+            recorded_at_micros: 1_700_000_000_123_456,
+            content_type: ContentType::Json,
+            event_type: "Deposited",
+            metadata: b"{}",
+            data: br#"{"amount":5}"#,
+        };
+        let bytes = stored.encode();
+        assert_eq!(
+            bytes.len(),
+            encoded_event_len("Deposited", b"{}", br#"{"amount":5}"#)
+        );
+        assert_eq!(decode_event(&bytes), Ok(stored));
+        assert!(decode_event(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn heads_round_trip() {
+        let mut head = Head::new();
+        head.next_version = 7;
+        head.last_position = 99;
+        head.state = StreamState::Deleted;
+        head.metadata.max_count = Some(3);
+        head.metadata.truncate_before = Some(StreamVersion(2));
+        head.metadata.max_age = Some(std::time::Duration::from_secs(60));
+        head.metadata.custom = Some(serde_json::json!({"owner": "ops"}));
+        assert_eq!(Head::decode(&head.encode()), Ok(head));
+    }
+}

@@ -1,0 +1,509 @@
+//! Reading streams and `$all`, lazily, with retention and filters applied.
+//!
+//! Reads see only what is durable: a stream read bounds itself by the stream head stored in
+//! the engine (written in the same atomic batch as, and after, the events it counts), and an
+//! `$all` read by the committed watermark. Events hidden by a stream's metadata (truncation,
+//! `max_count`, `max_age`, deletion) are skipped; so are positions whose events were
+//! scavenged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use caskade_engine::Bitcask;
+use chrono::Utc;
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::event::{Position, RecordedEvent, StreamVersion};
+use crate::format::{
+    Head, all_key, decode_event, event_key, head_key, micros_to_time, parse_event_key,
+};
+use crate::metadata::StreamState;
+use crate::store::{EventStore, corrupt};
+
+/// Which way a read walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forwards,
+    /// Newest first.
+    Backwards,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom<T> {
+    /// The oldest event.
+    Start,
+    /// The newest event.
+    End,
+    /// This version or position, inclusive.
+    At(T),
+}
+
+/// A read of one stream: [`EventStore::read_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStream {
+    /// Which way to walk.
+    pub direction: Direction,
+    /// Where to start.
+    pub from: ReadFrom<StreamVersion>,
+    /// At most this many events.
+    pub max_count: u64,
+}
+
+impl ReadStream {
+    /// Every event, oldest first.
+    #[must_use]
+    pub fn forwards() -> Self {
+        ReadStream {
+            direction: Direction::Forwards,
+            from: ReadFrom::Start,
+            max_count: u64::MAX,
+        }
+    }
+
+    /// Every event, newest first.
+    #[must_use]
+    pub fn backwards() -> Self {
+        ReadStream {
+            direction: Direction::Backwards,
+            from: ReadFrom::End,
+            max_count: u64::MAX,
+        }
+    }
+
+    /// Starts at `version` (inclusive).
+    #[must_use]
+    pub fn from(mut self, version: StreamVersion) -> Self {
+        self.from = ReadFrom::At(version);
+        self
+    }
+
+    /// Reads at most `count` events.
+    #[must_use]
+    pub fn max_count(mut self, count: u64) -> Self {
+        self.max_count = count;
+        self
+    }
+}
+
+/// Which events of `$all` a read or subscription wants. The default matches every event.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    stream_prefix: Option<String>,
+    event_type_prefix: Option<String>,
+    event_type_regex: Option<Regex>,
+}
+
+impl EventFilter {
+    /// Every event.
+    #[must_use]
+    pub fn all() -> Self {
+        EventFilter::default()
+    }
+
+    /// Only events of streams whose name starts with `prefix`.
+    #[must_use]
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only events whose type starts with `prefix`.
+    #[must_use]
+    pub fn event_type_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.event_type_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only events whose type matches the regular expression `pattern`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFilter`] if the pattern does not compile.
+    pub fn event_type_regex(mut self, pattern: &str) -> Result<Self> {
+        self.event_type_regex = Some(Regex::new(pattern)?);
+        Ok(self)
+    }
+
+    pub(crate) fn matches_stream(&self, stream: &str) -> bool {
+        self.stream_prefix
+            .as_deref()
+            .is_none_or(|prefix| stream.starts_with(prefix))
+    }
+
+    pub(crate) fn matches_type(&self, event_type: &str) -> bool {
+        self.event_type_prefix
+            .as_deref()
+            .is_none_or(|prefix| event_type.starts_with(prefix))
+            && self
+                .event_type_regex
+                .as_ref()
+                .is_none_or(|regex| regex.is_match(event_type))
+    }
+}
+
+/// A read of `$all`: [`EventStore::read_all`].
+#[derive(Debug, Clone)]
+pub struct ReadAll {
+    /// Which way to walk.
+    pub direction: Direction,
+    /// Where to start.
+    pub from: ReadFrom<Position>,
+    /// At most this many events (after filtering).
+    pub max_count: u64,
+    /// Which events to return.
+    pub filter: EventFilter,
+}
+
+impl ReadAll {
+    /// Every event, oldest first.
+    #[must_use]
+    pub fn forwards() -> Self {
+        ReadAll {
+            direction: Direction::Forwards,
+            from: ReadFrom::Start,
+            max_count: u64::MAX,
+            filter: EventFilter::all(),
+        }
+    }
+
+    /// Every event, newest first.
+    #[must_use]
+    pub fn backwards() -> Self {
+        ReadAll {
+            direction: Direction::Backwards,
+            from: ReadFrom::End,
+            ..ReadAll::forwards()
+        }
+    }
+
+    /// Starts at `position` (inclusive).
+    #[must_use]
+    pub fn from(mut self, position: Position) -> Self {
+        self.from = ReadFrom::At(position);
+        self
+    }
+
+    /// Returns at most `count` events.
+    #[must_use]
+    pub fn max_count(mut self, count: u64) -> Self {
+        self.max_count = count;
+        self
+    }
+
+    /// Returns only events matching `filter`.
+    #[must_use]
+    pub fn filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+}
+
+/// Which versions of a stream its head and metadata let readers see.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Visibility {
+    /// The first visible version.
+    pub(crate) min_version: u64,
+    /// One past the last version.
+    pub(crate) end: u64,
+    /// Events recorded before this (microseconds) are hidden.
+    pub(crate) cutoff_micros: Option<i64>,
+}
+
+impl Visibility {
+    pub(crate) fn of(head: &Head) -> Visibility {
+        let metadata = &head.metadata;
+        let mut min_version = metadata.truncate_before.map_or(0, |v| v.0);
+        if let Some(max_count) = metadata.max_count {
+            min_version = min_version.max(head.next_version.saturating_sub(max_count));
+        }
+        if head.state == StreamState::Tombstoned {
+            min_version = head.next_version;
+        }
+        let cutoff_micros = metadata.max_age.map(|age| {
+            Utc::now().timestamp_micros() - i64::try_from(age.as_micros()).unwrap_or(i64::MAX)
+        });
+        Visibility {
+            min_version: min_version.min(head.next_version),
+            end: head.next_version,
+            cutoff_micros,
+        }
+    }
+
+    pub(crate) fn shows(&self, version: u64, recorded_at_micros: i64) -> bool {
+        version >= self.min_version
+            && version < self.end
+            && self
+                .cutoff_micros
+                .is_none_or(|cutoff| recorded_at_micros >= cutoff)
+    }
+}
+
+/// Reads and decodes the event stored under `key`; `None` if it is gone (scavenged).
+pub(crate) fn load_event(
+    engine: &Bitcask,
+    key: &[u8],
+    stream: &Arc<str>,
+    version: StreamVersion,
+    visibility: Option<&Visibility>,
+) -> Result<Option<RecordedEvent>> {
+    let loaded = engine.get_with(key, |value| {
+        let stored = decode_event(value)?;
+        if visibility.is_some_and(|v| !v.shows(version.0, stored.recorded_at_micros)) {
+            return Ok(None);
+        }
+        Ok(Some(RecordedEvent {
+            id: stored.id,
+            stream: Arc::clone(stream),
+            version,
+            position: stored.position,
+            event_type: stored.event_type.to_owned(),
+            content_type: stored.content_type,
+            data: stored.data.to_vec(),
+            metadata: stored.metadata.to_vec(),
+            recorded_at: micros_to_time(stored.recorded_at_micros),
+        }))
+    })?;
+    match loaded {
+        None => Ok(None),
+        Some(decoded) => decoded.map_err(|reason| corrupt(key, reason)),
+    }
+}
+
+/// The events of one stream, read lazily; see [`EventStore::read_stream`].
+pub struct StreamEvents {
+    engine: Bitcask,
+    stream: Arc<str>,
+    visibility: Visibility,
+    direction: Direction,
+    /// The next version to look at; `None` once the walk is over.
+    cursor: Option<u64>,
+    remaining: u64,
+}
+
+impl StreamEvents {
+    /// One past the last version of the stream when the read started.
+    pub(crate) fn end(&self) -> u64 {
+        self.visibility.end
+    }
+}
+
+impl Iterator for StreamEvents {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.remaining > 0 {
+            let version = self.cursor?;
+            if version < self.visibility.min_version || version >= self.visibility.end {
+                self.cursor = None;
+                return None;
+            }
+            self.cursor = match self.direction {
+                Direction::Forwards => version.checked_add(1),
+                Direction::Backwards => version.checked_sub(1),
+            };
+            let key = event_key(&self.stream, StreamVersion(version));
+            match load_event(
+                &self.engine,
+                &key,
+                &self.stream,
+                StreamVersion(version),
+                Some(&self.visibility),
+            ) {
+                Ok(Some(event)) => {
+                    self.remaining -= 1;
+                    return Some(Ok(event));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.cursor = None;
+                    return Some(Err(error));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Events of `$all`, read lazily; see [`EventStore::read_all`].
+pub struct AllEvents {
+    engine: Bitcask,
+    filter: EventFilter,
+    direction: Direction,
+    /// The next position to look at; `None` once the walk is over.
+    cursor: Option<u64>,
+    /// One past the last position the read may return.
+    end: u64,
+    remaining: u64,
+    visibility: HashMap<Arc<str>, Visibility>,
+}
+
+/// How many streams' visibility an `$all` read remembers before starting afresh.
+const VISIBILITY_CACHE: usize = 4096;
+
+impl AllEvents {
+    fn visibility(&mut self, stream: &str) -> Result<(Arc<str>, Visibility)> {
+        if let Some((name, visibility)) = self.visibility.get_key_value(stream) {
+            return Ok((Arc::clone(name), *visibility));
+        }
+        let key = head_key(stream);
+        let visibility = match self.engine.get(&key)? {
+            Some(value) => {
+                Visibility::of(&Head::decode(&value).map_err(|reason| corrupt(&key, reason))?)
+            }
+            None => Visibility {
+                min_version: 0,
+                end: 0,
+                cutoff_micros: None,
+            },
+        };
+        if self.visibility.len() >= VISIBILITY_CACHE {
+            self.visibility.clear();
+        }
+        let name: Arc<str> = Arc::from(stream);
+        self.visibility.insert(Arc::clone(&name), visibility);
+        Ok((name, visibility))
+    }
+
+    fn load(&mut self, position: u64) -> Result<Option<RecordedEvent>> {
+        let pointer_key = all_key(Position(position));
+        let Some(event_key) = self.engine.get(&pointer_key)? else {
+            return Ok(None);
+        };
+        let (stream, version) = parse_event_key(&event_key)
+            .ok_or_else(|| corrupt(&pointer_key, "$all entry is not an event key"))?;
+        if !self.filter.matches_stream(stream) {
+            return Ok(None);
+        }
+        let (stream, visibility) = self.visibility(stream)?;
+        let event = load_event(
+            &self.engine,
+            &event_key,
+            &stream,
+            version,
+            Some(&visibility),
+        )?;
+        Ok(event.filter(|event| self.filter.matches_type(&event.event_type)))
+    }
+}
+
+impl Iterator for AllEvents {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.remaining > 0 {
+            let position = self.cursor?;
+            if position >= self.end {
+                self.cursor = None;
+                return None;
+            }
+            self.cursor = match self.direction {
+                Direction::Forwards => position.checked_add(1),
+                Direction::Backwards => position.checked_sub(1),
+            };
+            match self.load(position) {
+                Ok(Some(event)) => {
+                    self.remaining -= 1;
+                    return Some(Ok(event));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.cursor = None;
+                    return Some(Err(error));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl EventStore {
+    /// Reads `stream` lazily: events are fetched as the iterator is advanced, so a stream of
+    /// any length reads in constant memory. A stream never written, or soft-deleted, reads
+    /// as empty.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a tombstoned stream, the stream-name errors,
+    /// [`Error::Engine`]; the iterator yields [`Error::Engine`] or [`Error::Corrupt`] if a
+    /// read fails midway, and then ends.
+    pub fn read_stream(&self, stream: &str, read: ReadStream) -> Result<StreamEvents> {
+        self.validate_stream(stream)?;
+        let head = self.durable_head(stream)?.unwrap_or_else(Head::new);
+        if head.state == StreamState::Tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        let visibility = Visibility::of(&head);
+        let cursor = match (read.direction, read.from) {
+            (Direction::Forwards, ReadFrom::Start) => Some(visibility.min_version),
+            (Direction::Forwards, ReadFrom::At(v)) => Some(v.0.max(visibility.min_version)),
+            (Direction::Forwards, ReadFrom::End) | (Direction::Backwards, ReadFrom::Start) => None,
+            (Direction::Backwards, ReadFrom::End) => visibility.end.checked_sub(1),
+            (Direction::Backwards, ReadFrom::At(v)) => {
+                visibility.end.checked_sub(1).map(|last| last.min(v.0))
+            }
+        };
+        Ok(StreamEvents {
+            engine: self.shared.engine.clone(),
+            stream: Arc::from(stream),
+            visibility,
+            direction: read.direction,
+            cursor,
+            remaining: read.max_count,
+        })
+    }
+
+    /// Reads `$all`, the log of every stream's events in append order, lazily. Only committed
+    /// (durable) events are returned; events hidden by their stream's metadata or filtered
+    /// out are skipped.
+    ///
+    /// # Errors
+    /// The iterator yields [`Error::Engine`] or [`Error::Corrupt`] if a read fails, and
+    /// then ends.
+    #[must_use]
+    pub fn read_all(&self, read: ReadAll) -> AllEvents {
+        let end = self.committed_position().0;
+        let cursor = match (read.direction, read.from) {
+            (Direction::Forwards, ReadFrom::Start) => Some(0),
+            (Direction::Forwards, ReadFrom::At(p)) => Some(p.0),
+            (Direction::Forwards, ReadFrom::End) | (Direction::Backwards, ReadFrom::Start) => None,
+            (Direction::Backwards, ReadFrom::End) => end.checked_sub(1),
+            (Direction::Backwards, ReadFrom::At(p)) => end.checked_sub(1).map(|last| last.min(p.0)),
+        };
+        AllEvents {
+            engine: self.shared.engine.clone(),
+            filter: read.filter,
+            direction: read.direction,
+            cursor,
+            end,
+            remaining: read.max_count,
+            visibility: HashMap::new(),
+        }
+    }
+
+    /// `$all` from position `from` up to (not including) `end`, forwards.
+    pub(crate) fn read_all_range(&self, from: u64, end: u64, filter: EventFilter) -> AllEvents {
+        AllEvents {
+            engine: self.shared.engine.clone(),
+            filter,
+            direction: Direction::Forwards,
+            cursor: Some(from),
+            end,
+            remaining: u64::MAX,
+            visibility: HashMap::new(),
+        }
+    }
+
+    /// Reads the whole of `stream` forwards into memory; for small streams and tests.
+    ///
+    /// # Errors
+    /// As [`EventStore::read_stream`].
+    pub fn read_stream_to_vec(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
+        self.read_stream(stream, ReadStream::forwards())?.collect()
+    }
+}

@@ -1,0 +1,538 @@
+//! [`EventStore`]: appends with expected versions, deletes, metadata, listing.
+//!
+//! Concurrency. Appends are checked and submitted to the engine under one short lock, the
+//! sequencer, which holds every stream's head in memory and the next global position. The
+//! sequencer never waits for a sync: it submits the engine batch with
+//! [`Bitcask::begin_write`] and the append waits for durability after releasing it, so
+//! appends to different streams share group commits while positions are handed out in the
+//! exact order the engine makes them durable and visible. Invariant: when an append returns,
+//! every position below its last one is durable and readable, so the committed watermark
+//! (all positions below it are durable) can only move forward.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use caskade_engine::{Bitcask, WriteBatch};
+use chrono::Utc;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::error::{CurrentVersion, Error, Result};
+use crate::event::{ContentType, EventData, Position, StreamVersion};
+use crate::format::{
+    HEAD_PREFIX, Head, StoredEvent, all_key, decode_event, encoded_event_len, event_key, head_key,
+};
+use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
+use crate::options::Options;
+
+/// The version an append expects the stream to be at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must have no events (it never had, or it was soft-deleted).
+    NoStream,
+    /// The stream must exist and be live.
+    StreamExists,
+    /// The stream's last event must have exactly this version.
+    Exact(StreamVersion),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("stream exists"),
+            ExpectedVersion::Exact(version) => write!(f, "{version}"),
+        }
+    }
+}
+
+/// What an append wrote (or, for an idempotent retry, had already written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppendResult {
+    /// The version of the last event appended: the expected version for the next append.
+    pub next_expected_version: StreamVersion,
+    /// The position of the first event appended.
+    pub first_position: Position,
+    /// The position of the last event appended.
+    pub last_position: Position,
+}
+
+/// An event store: a cheap-to-clone, `Send + Sync` handle.
+#[derive(Clone)]
+pub struct EventStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("dir", &self.shared.engine.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) engine: Bitcask,
+    pub(crate) options: Options,
+    sequencer: Mutex<Sequencer>,
+    /// Every position below this value is durable and readable.
+    pub(crate) committed: watch::Sender<u64>,
+}
+
+struct Sequencer {
+    next_position: u64,
+    heads: HashMap<Arc<str>, Head>,
+}
+
+pub(crate) fn corrupt(key: &[u8], reason: &'static str) -> Error {
+    Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    }
+}
+
+impl EventStore {
+    /// Opens (or creates) the event store in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] for any failure of the engine (see
+    /// [`Bitcask::open`](caskade_engine::Bitcask::open)), [`Error::Corrupt`] for a stream
+    /// head that does not decode.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<EventStore> {
+        options.validate()?;
+        let engine = Bitcask::open(dir, options.engine.clone())?;
+        let mut heads = HashMap::new();
+        let mut next_position = 0;
+        for key in engine.keys_with_prefix(&[HEAD_PREFIX]) {
+            let Some(value) = engine.get(&key)? else {
+                continue;
+            };
+            let head = Head::decode(&value).map_err(|reason| corrupt(&key, reason))?;
+            if head.next_version > 0 {
+                next_position = next_position.max(head.last_position + 1);
+            }
+            let name = std::str::from_utf8(&key[1..])
+                .map_err(|_| corrupt(&key, "stream name is not UTF-8"))?;
+            heads.insert(Arc::from(name), head);
+        }
+        let (committed, _) = watch::channel(next_position);
+        Ok(EventStore {
+            shared: Arc::new(Shared {
+                engine,
+                options,
+                sequencer: Mutex::new(Sequencer {
+                    next_position,
+                    heads,
+                }),
+                committed,
+            }),
+        })
+    }
+
+    /// The storage engine underneath, for merges, backups, stats and syncing.
+    #[must_use]
+    pub fn engine(&self) -> &Bitcask {
+        &self.shared.engine
+    }
+
+    /// The options the store was opened with.
+    #[must_use]
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// One past the last durable position: every position below it has been committed.
+    #[must_use]
+    pub fn committed_position(&self) -> Position {
+        Position(*self.shared.committed.borrow())
+    }
+
+    /// Appends `events` to `stream` if its version is `expected`, atomically: all of them or
+    /// none. Returns after they are durable (under the engine's default sync policy).
+    ///
+    /// Re-appending events whose ids were already appended at the same place (a retry after
+    /// a lost reply) succeeds and writes nothing new.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`] (nothing written), [`Error::StreamDeleted`],
+    /// [`Error::InvalidStreamName`], [`Error::ReservedStreamName`], [`Error::EmptyAppend`],
+    /// [`Error::InvalidEventType`], [`Error::EventTooLarge`], [`Error::AppendTooLarge`],
+    /// [`Error::InvalidJson`], [`Error::DuplicateEventId`], [`Error::Engine`].
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult> {
+        self.validate_stream(stream)?;
+        self.validate_events(events)?;
+        let recorded_at_micros = Utc::now().timestamp_micros();
+        let (pending, result) = {
+            let mut sequencer = self.shared.sequencer.lock();
+            let head = sequencer
+                .heads
+                .get(stream)
+                .cloned()
+                .unwrap_or_else(Head::new);
+            if head.state == StreamState::Tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            if !expected_matches(expected, &head) {
+                if let Some(done) = self.already_appended(stream, expected, &head, events)? {
+                    return Ok(done);
+                }
+                return Err(wrong_version(stream, expected, &head));
+            }
+            if expected == ExpectedVersion::Any
+                && let Some(done) = self.already_appended(stream, expected, &head, events)?
+            {
+                return Ok(done);
+            }
+            let first_version = head.next_version;
+            let first_position = sequencer.next_position;
+            let mut batch = WriteBatch::new();
+            for (i, event) in events.iter().enumerate() {
+                let key = event_key(stream, StreamVersion(first_version + i as u64));
+                let stored = StoredEvent {
+                    id: event.id,
+                    position: Position(first_position + i as u64),
+                    recorded_at_micros,
+                    content_type: event.content_type,
+                    event_type: &event.event_type,
+                    metadata: &event.metadata,
+                    data: &event.data,
+                };
+                batch.put(
+                    all_key(Position(first_position + i as u64)).to_vec(),
+                    key.clone(),
+                );
+                batch.put(key, stored.encode());
+            }
+            let count = events.len() as u64;
+            let mut new_head = head;
+            new_head.state = StreamState::Live;
+            new_head.next_version = first_version + count;
+            new_head.last_position = first_position + count - 1;
+            // The head goes last: a reader that sees it sees every event it counts.
+            batch.put(head_key(stream), new_head.encode());
+            let pending = self.shared.engine.begin_write(batch)?;
+            sequencer.next_position += count;
+            sequencer.heads.insert(Arc::from(stream), new_head);
+            let result = AppendResult {
+                next_expected_version: StreamVersion(first_version + count - 1),
+                first_position: Position(first_position),
+                last_position: Position(first_position + count - 1),
+            };
+            (pending, result)
+        };
+        pending.wait()?;
+        let end = result.last_position.0 + 1;
+        self.shared.committed.send_if_modified(|committed| {
+            let advanced = *committed < end;
+            *committed = (*committed).max(end);
+            advanced
+        });
+        Ok(result)
+    }
+
+    /// Soft-deletes `stream`: its events are hidden from reads at once and reclaimed by
+    /// [`EventStore::scavenge`]; a later append continues at the next version.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`], [`Error::StreamDeleted`] if tombstoned, the
+    /// stream-name errors, [`Error::Engine`].
+    pub fn delete_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
+        self.change_head(stream, expected, |head| {
+            head.state = StreamState::Deleted;
+            head.metadata.truncate_before = Some(StreamVersion(head.next_version));
+            Ok(())
+        })
+    }
+
+    /// Tombstones `stream`: deleted for good. Reads and appends fail with
+    /// [`Error::StreamDeleted`] from now on; the events are reclaimed by scavenging.
+    ///
+    /// # Errors
+    /// As [`EventStore::delete_stream`].
+    pub fn tombstone_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
+        self.change_head(stream, expected, |head| {
+            head.state = StreamState::Tombstoned;
+            Ok(())
+        })
+    }
+
+    /// Replaces `stream`'s metadata. A stream with no events may have metadata.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMetadata`] for a zero `max_count` or `max_age`, and as
+    /// [`EventStore::delete_stream`].
+    pub fn set_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<()> {
+        if metadata.max_count == Some(0) {
+            return Err(Error::InvalidMetadata {
+                reason: "max_count must be at least 1",
+            });
+        }
+        if metadata.max_age.is_some_and(|age| age.as_secs() == 0) {
+            return Err(Error::InvalidMetadata {
+                reason: "max_age must be at least one second",
+            });
+        }
+        if metadata.truncate_before == Some(StreamVersion(0)) {
+            return Err(Error::InvalidMetadata {
+                reason: "truncate_before must be above 0",
+            });
+        }
+        self.change_head(stream, expected, |head| {
+            head.metadata = metadata;
+            Ok(())
+        })
+    }
+
+    /// The stream's metadata, state and last version; `None` for a stream never written.
+    ///
+    /// # Errors
+    /// The stream-name errors, [`Error::Engine`], [`Error::Corrupt`].
+    pub fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
+        self.validate_stream(stream)?;
+        Ok(self.durable_head(stream)?.map(|head| info(stream, &head)))
+    }
+
+    /// Every stream with its last version, state and metadata, in name order. Reads one
+    /// head per stream, never an event.
+    ///
+    /// # Errors
+    /// [`Error::Engine`], [`Error::Corrupt`].
+    pub fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        let engine = &self.shared.engine;
+        let mut streams = Vec::new();
+        for key in engine.keys_with_prefix(&[HEAD_PREFIX]) {
+            let Some(value) = engine.get(&key)? else {
+                continue;
+            };
+            let head = Head::decode(&value).map_err(|reason| corrupt(&key, reason))?;
+            let name = String::from_utf8_lossy(&key[1..]);
+            streams.push(info(&name, &head));
+        }
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(streams)
+    }
+
+    /// Flushes and syncs everything, then closes the engine (and its directory lock).
+    ///
+    /// # Errors
+    /// [`Error::Engine`] if the final sync fails.
+    pub fn close(self) -> Result<()> {
+        self.shared.engine.clone().close()?;
+        Ok(())
+    }
+
+    /// The stream's head as durable in the engine (not the sequencer's, which may be ahead
+    /// by appends still waiting for their sync).
+    pub(crate) fn durable_head(&self, stream: &str) -> Result<Option<Head>> {
+        let key = head_key(stream);
+        match self.shared.engine.get(&key)? {
+            Some(value) => Head::decode(&value)
+                .map(Some)
+                .map_err(|reason| corrupt(&key, reason)),
+            None => Ok(None),
+        }
+    }
+
+    fn change_head(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        change: impl FnOnce(&mut Head) -> Result<()>,
+    ) -> Result<()> {
+        self.validate_stream(stream)?;
+        let pending = {
+            let mut sequencer = self.shared.sequencer.lock();
+            let mut head = sequencer
+                .heads
+                .get(stream)
+                .cloned()
+                .unwrap_or_else(Head::new);
+            if head.state == StreamState::Tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            if !expected_matches(expected, &head) {
+                return Err(wrong_version(stream, expected, &head));
+            }
+            change(&mut head)?;
+            let mut batch = WriteBatch::new();
+            batch.put(head_key(stream), head.encode());
+            let pending = self.shared.engine.begin_write(batch)?;
+            sequencer.heads.insert(Arc::from(stream), head);
+            pending
+        };
+        pending.wait()?;
+        Ok(())
+    }
+
+    /// If `events` were already appended where `expected` says (a retried append), what
+    /// that append returned.
+    fn already_appended(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        head: &Head,
+        events: &[EventData],
+    ) -> Result<Option<AppendResult>> {
+        let count = events.len() as u64;
+        let first = match expected {
+            ExpectedVersion::Exact(StreamVersion(v)) => match v.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(None),
+            },
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Any => match head.next_version.checked_sub(count) {
+                Some(first) => first,
+                None => return Ok(None),
+            },
+            ExpectedVersion::StreamExists => return Ok(None),
+        };
+        if first.saturating_add(count) > head.next_version {
+            return Ok(None);
+        }
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            let key = event_key(stream, StreamVersion(first + i as u64));
+            let found = self.shared.engine.get_with(&key, |value| {
+                decode_event(value).map(|stored| (stored.id, stored.position))
+            })?;
+            match found {
+                Some(Ok((id, position))) if id == event.id => positions.push(position),
+                Some(Err(reason)) => return Err(corrupt(&key, reason)),
+                Some(Ok(_)) | None => return Ok(None),
+            }
+        }
+        Ok(Some(AppendResult {
+            next_expected_version: StreamVersion(first + count - 1),
+            first_position: positions[0],
+            last_position: positions[positions.len() - 1],
+        }))
+    }
+
+    pub(crate) fn validate_stream(&self, stream: &str) -> Result<()> {
+        let invalid = |reason| {
+            Err(Error::InvalidStreamName {
+                name: stream.chars().take(100).collect(),
+                reason,
+            })
+        };
+        if stream.is_empty() {
+            return invalid("stream names must not be empty");
+        }
+        if stream.len() > self.shared.options.max_stream_name_len {
+            return invalid("stream name is longer than the configured maximum");
+        }
+        if stream.chars().any(char::is_control) {
+            return invalid("stream names must not contain control characters");
+        }
+        if stream.starts_with('$') {
+            return Err(Error::ReservedStreamName {
+                name: stream.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_events(&self, events: &[EventData]) -> Result<()> {
+        if events.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        let options = &self.shared.options;
+        let mut total = 0usize;
+        let mut ids = std::collections::HashSet::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            if event.event_type.is_empty() || event.event_type.len() > 1024 {
+                return Err(Error::InvalidEventType {
+                    event_type: event.event_type.chars().take(100).collect(),
+                    reason: "event types must be 1 to 1,024 bytes",
+                });
+            }
+            let size = encoded_event_len(&event.event_type, &event.metadata, &event.data);
+            if size > options.max_event_size {
+                return Err(Error::EventTooLarge {
+                    index,
+                    size,
+                    max: options.max_event_size,
+                });
+            }
+            total += size;
+            if event.content_type == ContentType::Json {
+                check_json(index, "data", &event.data)?;
+                if !event.metadata.is_empty() {
+                    check_json(index, "metadata", &event.metadata)?;
+                }
+            }
+            if !ids.insert(event.id) {
+                return Err(Error::DuplicateEventId { id: event.id });
+            }
+        }
+        if total > options.max_append_size {
+            return Err(Error::AppendTooLarge {
+                size: total,
+                max: options.max_append_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_json(index: usize, field: &'static str, bytes: &[u8]) -> Result<()> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(drop)
+        .map_err(|e| Error::InvalidJson {
+            index,
+            field,
+            reason: e.to_string(),
+        })
+}
+
+fn expected_matches(expected: ExpectedVersion, head: &Head) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => head.next_version == 0 || head.state == StreamState::Deleted,
+        ExpectedVersion::StreamExists => head.next_version > 0 && head.state == StreamState::Live,
+        ExpectedVersion::Exact(StreamVersion(v)) => v.checked_add(1) == Some(head.next_version),
+    }
+}
+
+fn current_version(head: &Head) -> CurrentVersion {
+    match head.next_version {
+        0 => CurrentVersion::NoStream,
+        next => CurrentVersion::Current(StreamVersion(next - 1)),
+    }
+}
+
+fn wrong_version(stream: &str, expected: ExpectedVersion, head: &Head) -> Error {
+    Error::WrongExpectedVersion {
+        stream: stream.to_owned(),
+        expected,
+        actual: current_version(head),
+    }
+}
+
+fn info(stream: &str, head: &Head) -> StreamInfo {
+    StreamInfo {
+        name: stream.to_owned(),
+        last_version: head.next_version.checked_sub(1).map(StreamVersion),
+        state: head.state,
+        metadata: head.metadata.clone(),
+    }
+}

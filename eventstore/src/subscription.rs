@@ -1,0 +1,265 @@
+//! Catch-up and live subscriptions, as async streams.
+//!
+//! A subscription is a task that reads from the store, never from a feed of appended events:
+//! it reads everything from its start up to the committed watermark, says it has caught up,
+//! then waits for the watermark to move and reads again from where it stopped. Because the
+//! live part is read the same way as the catch-up part, from the same cursor, the switch can
+//! have no gap and no duplicate however appends race with it. The task hands events over
+//! through a bounded channel: a slow subscriber makes the task wait, and it resumes reading
+//! from the store when there is room, so memory stays bounded whatever the lag.
+
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::event::{Position, RecordedEvent, StreamVersion};
+use crate::read::{EventFilter, ReadStream};
+use crate::store::{EventStore, Shared};
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscribeFrom<T> {
+    /// From the first event.
+    Start,
+    /// From the event after this version or position: pass the last one processed to resume.
+    After(T),
+    /// From the next event appended.
+    Now,
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionMessage {
+    /// An event, in order.
+    Event(RecordedEvent),
+    /// Everything committed when the subscription started has been delivered; what follows
+    /// is live. Sent once.
+    CaughtUp,
+}
+
+/// Events read per step: the most a subscription holds in memory besides its channel.
+const CHUNK: u64 = 256;
+/// Messages a subscription buffers for a subscriber that has not taken them yet.
+const CHANNEL_CAPACITY: usize = 512;
+/// Reads this short (the live tail, written a moment ago and in the page cache) run on the
+/// async worker; longer ones go to the blocking pool.
+const INLINE_READ: u64 = 16;
+
+/// A subscription: an async [`Stream`](futures_core::Stream) of
+/// [`SubscriptionMessage`]s. Dropping it stops the task behind it.
+pub struct Subscription {
+    receiver: mpsc::Receiver<Result<SubscriptionMessage>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Result<SubscriptionMessage>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Subscription {
+    /// The next message; `None` once the subscription has ended (the store closed, or an
+    /// error was delivered).
+    pub async fn next(&mut self) -> Option<Result<SubscriptionMessage>> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `read` on the blocking pool unless it is a short read of the live tail.
+async fn run_read<T: Send + 'static>(
+    len: u64,
+    read: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if len <= INLINE_READ {
+        return read();
+    }
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|join| {
+            std::panic::resume_unwind(join.into_panic());
+        })
+}
+
+fn upgrade(shared: &Weak<Shared>) -> Option<EventStore> {
+    shared.upgrade().map(|shared| EventStore { shared })
+}
+
+impl EventStore {
+    /// Subscribes to `$all`: every committed event matching `filter`, in position order,
+    /// first from the store, then live.
+    ///
+    /// Must be called within a Tokio runtime.
+    #[must_use]
+    pub fn subscribe_all(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+    ) -> Subscription {
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let shared = Arc::downgrade(&self.shared);
+        let mut committed = self.shared.committed.subscribe();
+        let mut next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(position) => position.0.saturating_add(1),
+            SubscribeFrom::Now => *committed.borrow(),
+        };
+        let task = tokio::spawn(async move {
+            let mut caught_up = false;
+            loop {
+                let end = *committed.borrow_and_update();
+                while next < end {
+                    let Some(store) = upgrade(&shared) else {
+                        return;
+                    };
+                    let chunk_end = end.min(next.saturating_add(CHUNK));
+                    let (from, filter) = (next, filter.clone());
+                    let events = run_read(chunk_end - from, move || {
+                        store
+                            .read_all_range(from, chunk_end, filter)
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await;
+                    match events {
+                        Ok(events) => {
+                            for event in events {
+                                if sender
+                                    .send(Ok(SubscriptionMessage::Event(event)))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Err(error)).await;
+                            return;
+                        }
+                    }
+                    next = chunk_end;
+                }
+                if !caught_up {
+                    caught_up = true;
+                    if sender
+                        .send(Ok(SubscriptionMessage::CaughtUp))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if committed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Subscription { receiver, task }
+    }
+
+    /// Subscribes to one stream: its events in version order, first from the store, then
+    /// live. Events hidden by the stream's metadata are skipped.
+    ///
+    /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// The stream-name errors, [`Error::StreamDeleted`] if it is tombstoned (also delivered
+    /// through the subscription if it is tombstoned later), [`Error::Engine`].
+    pub fn subscribe_stream(
+        &self,
+        stream: &str,
+        from: SubscribeFrom<StreamVersion>,
+    ) -> Result<Subscription> {
+        self.validate_stream(stream)?;
+        let head_end = match self.durable_head(stream)? {
+            Some(head) if head.state == crate::StreamState::Tombstoned => {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            Some(head) => head.next_version,
+            None => 0,
+        };
+        let mut next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(version) => version.0.saturating_add(1),
+            SubscribeFrom::Now => head_end,
+        };
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let shared = Arc::downgrade(&self.shared);
+        let mut committed = self.shared.committed.subscribe();
+        let stream: Arc<str> = Arc::from(stream);
+        let task = tokio::spawn(async move {
+            let mut caught_up = false;
+            loop {
+                committed.borrow_and_update();
+                loop {
+                    let Some(store) = upgrade(&shared) else {
+                        return;
+                    };
+                    let (from, name) = (next, Arc::clone(&stream));
+                    let chunk = run_read(INLINE_READ, move || {
+                        let read = ReadStream::forwards()
+                            .from(StreamVersion(from))
+                            .max_count(CHUNK);
+                        let events = store.read_stream(&name, read)?;
+                        // The end the read was bounded by, not a fresh head: a fresh one
+                        // could count events appended after this read.
+                        let end = events.end();
+                        Ok((events.collect::<Result<Vec<RecordedEvent>>>()?, end))
+                    })
+                    .await;
+                    let (events, end) = match chunk {
+                        Ok(chunk) => chunk,
+                        Err(error) => {
+                            let _ = sender.send(Err(error)).await;
+                            return;
+                        }
+                    };
+                    let full = events.len() as u64 == CHUNK;
+                    for event in events {
+                        next = event.version.0 + 1;
+                        if sender
+                            .send(Ok(SubscriptionMessage::Event(event)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if !full {
+                        // Everything up to the head was read; hidden versions are skipped.
+                        next = next.max(end);
+                        break;
+                    }
+                }
+                if !caught_up {
+                    caught_up = true;
+                    if sender
+                        .send(Ok(SubscriptionMessage::CaughtUp))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if committed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Subscription { receiver, task })
+    }
+}
