@@ -1,0 +1,10 @@
+//! Event-sourced programs on Caskade, each one scenario, each run by a test.
+//!
+//! - [`bank`]: an account aggregate rebuilt by replaying its stream, with business rules and
+//!   optimistic concurrency (`cargo run -p caskade-examples --example bank`).
+//! - [`projection`]: a read model of all balances built from a `$all` subscription that
+//!   checkpoints and resumes after a restart
+//!   (`cargo run -p caskade-examples --example projection`).
+
+pub mod bank;
+pub mod projection;
