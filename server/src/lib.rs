@@ -1,0 +1,163 @@
+//! Caskade's gRPC server: the `caskade.v1` `Streams`, `Kv` and `Admin` services over an
+//! [`EventStore`], plus the standard health and reflection services.
+//!
+//! This crate only translates: each RPC decodes its request, calls the event store (on the
+//! blocking pool) and encodes the answer; errors become statuses in one place
+//! ([`status`]). [`run`] serves on a listener until a shutdown future completes, then stops
+//! accepting, lets in-flight calls finish, ends live subscriptions, syncs and closes the
+//! store — nothing acknowledged is lost.
+
+mod convert;
+mod services;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use caskade_eventstore::EventStore;
+use caskade_proto::v1::admin_server::AdminServer;
+use caskade_proto::v1::kv_server::KvServer;
+use caskade_proto::v1::streams_server::StreamsServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+pub use services::{AdminService, KvService, MessageStream, StreamsService};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// When set, every call to the Caskade services must carry `authorization: Bearer <token>`
+    /// (health and reflection stay open).
+    pub token: Option<String>,
+    /// When set, serve TLS with this PEM certificate chain and private key.
+    pub tls: Option<TlsFiles>,
+    /// Largest request or response message, in bytes.
+    pub max_message_size: usize,
+    /// Most concurrent requests per connection.
+    pub concurrency_per_connection: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            token: None,
+            tls: None,
+            max_message_size: 64 << 20,
+            concurrency_per_connection: 1024,
+        }
+    }
+}
+
+/// A TLS certificate chain and key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed (TLS setup, the listener).
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up from the descriptor set.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Closing the store failed.
+    #[error(transparent)]
+    Store(#[from] caskade_eventstore::Error),
+}
+
+/// Checks the bearer token, if one is configured.
+#[derive(Clone)]
+struct TokenCheck {
+    expected: Option<Arc<str>>,
+}
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match given.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(token) if token == &**expected => Ok(request),
+            Some(_) => Err(Status::unauthenticated("wrong token")),
+            None => Err(Status::unauthenticated(
+                "missing token: send `authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+/// Serves `store` on `listener` until `shutdown` completes, then drains and closes the store.
+///
+/// # Errors
+/// [`Error::Transport`] if TLS cannot be set up or serving fails, [`Error::Store`] if the
+/// final sync or close fails.
+pub async fn run(
+    listener: TcpListener,
+    store: EventStore,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let (stop, stopped) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<StreamsServer<StreamsService>>().await;
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(caskade_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let check = TokenCheck {
+        expected: config.token.as_deref().map(Arc::from),
+    };
+    let size = config.max_message_size;
+    let streams = StreamsServer::new(StreamsService::new(store.clone(), stopped))
+        .max_decoding_message_size(size)
+        .max_encoding_message_size(size);
+    let kv = KvServer::new(KvService::new(store.clone()))
+        .max_decoding_message_size(size)
+        .max_encoding_message_size(size);
+    let admin = AdminServer::new(AdminService::new(store.clone()));
+
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_per_connection)
+        .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()));
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+        )?;
+    }
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing calls in flight");
+        let _ = stop.send(true);
+    };
+    builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(InterceptedService::new(streams, check.clone()))
+        .add_service(InterceptedService::new(kv, check.clone()))
+        .add_service(InterceptedService::new(admin, check))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
+        .await?;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(|e| {
+            caskade_eventstore::Error::Engine(caskade_engine::Error::Io(std::io::Error::other(e)))
+        })??;
+    tracing::info!("store synced and closed");
+    Ok(())
+}

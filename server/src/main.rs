@@ -1,0 +1,3 @@
+//! The `caskade` binary.
+
+fn main() {}

@@ -1,0 +1,463 @@
+//! The `Streams`, `Kv` and `Admin` services: decode, call the event store, encode.
+//!
+//! Every store call that touches the disk runs on the blocking pool (`spawn_blocking`), never
+//! on the async workers. Server-streaming reads run their iterator on a blocking thread that
+//! feeds a bounded channel, so a slow client slows the read, not the server's memory.
+
+use std::pin::Pin;
+
+use caskade_eventstore::{
+    Direction, EventStore, Position, ReadAll, ReadFrom, ReadStream, StreamVersion, SubscribeFrom,
+    SubscriptionMessage,
+};
+use caskade_proto::v1 as pb;
+use futures_core::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::status::{engine_status, join_status, store_status};
+
+/// A stream of messages returned by a server-streaming RPC.
+pub type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Messages a server-streaming RPC buffers ahead of a slow client.
+const STREAM_BUFFER: usize = 256;
+
+/// Runs `work` on the blocking pool and maps its error to a status.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| join_status(&e))?
+}
+
+/// Drains `items` on a blocking thread into a bounded channel streamed to the client.
+fn stream_blocking<T, I>(items: I) -> MessageStream<T>
+where
+    T: Send + 'static,
+    I: Iterator<Item = Result<T, Status>> + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    tokio::task::spawn_blocking(move || {
+        for item in items {
+            let failed = item.is_err();
+            if sender.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+/// The `caskade.v1.Streams` service.
+#[derive(Clone)]
+pub struct StreamsService {
+    store: EventStore,
+    /// Flips to `true` when the server shuts down, ending live subscriptions so connections
+    /// can drain.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl StreamsService {
+    /// The service over `store`; subscriptions end when `shutdown` turns true.
+    #[must_use]
+    pub fn new(store: EventStore, shutdown: watch::Receiver<bool>) -> Self {
+        StreamsService { store, shutdown }
+    }
+}
+
+fn target_stream(target: Option<&pb::read_request::Target>) -> Result<Option<String>, Status> {
+    match target {
+        Some(pb::read_request::Target::Stream(stream)) => Ok(Some(stream.clone())),
+        Some(pb::read_request::Target::All(_)) => Ok(None),
+        None => Err(Status::invalid_argument("a read names a stream or `all`")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::streams_server::Streams for StreamsService {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let request = request.into_inner();
+        let expected = convert::expected_version(request.expected_version);
+        let events = request
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| convert::event_data(i, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.store.clone();
+        let result = blocking(move || {
+            store
+                .append(&request.stream, expected, &events)
+                .map_err(store_status)
+        })
+        .await?;
+        Ok(Response::new(pb::AppendResponse {
+            next_expected_version: result.next_expected_version.0,
+            first_position: result.first_position.0,
+            last_position: result.last_position.0,
+        }))
+    }
+
+    type ReadStream = MessageStream<pb::ReadResponse>;
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let request = request.into_inner();
+        let direction = match pb::Direction::try_from(request.direction) {
+            Ok(pb::Direction::Forwards) => Direction::Forwards,
+            Ok(pb::Direction::Backwards) => Direction::Backwards,
+            Err(_) => return Err(Status::invalid_argument("unknown read direction")),
+        };
+        let from = match request.from {
+            Some(pb::read_request::From::At(at)) => ReadFrom::At(at),
+            Some(pb::read_request::From::Start(_)) => ReadFrom::Start,
+            Some(pb::read_request::From::End(_)) => ReadFrom::End,
+            None => match direction {
+                Direction::Forwards => ReadFrom::Start,
+                Direction::Backwards => ReadFrom::End,
+            },
+        };
+        let max_count = if request.max_count == 0 {
+            u64::MAX
+        } else {
+            request.max_count
+        };
+        let to_message = |event: caskade_eventstore::Result<_>| {
+            event
+                .map(|event| pb::ReadResponse {
+                    event: Some(convert::recorded(event)),
+                })
+                .map_err(store_status)
+        };
+        let store = self.store.clone();
+        let stream = if let Some(stream) = target_stream(request.target.as_ref())? {
+            {
+                let read = ReadStream {
+                    direction,
+                    from: match from {
+                        ReadFrom::Start => ReadFrom::Start,
+                        ReadFrom::End => ReadFrom::End,
+                        ReadFrom::At(v) => ReadFrom::At(StreamVersion(v)),
+                    },
+                    max_count,
+                };
+                let events =
+                    blocking(move || store.read_stream(&stream, read).map_err(store_status))
+                        .await?;
+                stream_blocking(events.map(to_message))
+            }
+        } else {
+            {
+                let read = ReadAll {
+                    direction,
+                    from: match from {
+                        ReadFrom::Start => ReadFrom::Start,
+                        ReadFrom::End => ReadFrom::End,
+                        ReadFrom::At(p) => ReadFrom::At(Position(p)),
+                    },
+                    max_count,
+                    filter: convert::filter(request.filter)?,
+                };
+                stream_blocking(store.read_all(read).map(to_message))
+            }
+        };
+        Ok(Response::new(stream))
+    }
+
+    type SubscribeStream = MessageStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let target = match request.target {
+            Some(pb::subscribe_request::Target::Stream(stream)) => Some(stream),
+            Some(pb::subscribe_request::Target::All(_)) => None,
+            None => {
+                return Err(Status::invalid_argument(
+                    "a subscription names a stream or `all`",
+                ));
+            }
+        };
+        let from = request.from;
+        let mut subscription = if let Some(stream) = target {
+            {
+                let from = match from {
+                    None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
+                    Some(pb::subscribe_request::From::After(v)) => {
+                        SubscribeFrom::After(StreamVersion(v))
+                    }
+                    Some(pb::subscribe_request::From::Now(_)) => SubscribeFrom::Now,
+                };
+                let store = self.store.clone();
+                // Opening reads the stream's head from disk.
+                blocking(move || store.subscribe_stream(&stream, from).map_err(store_status))
+                    .await?
+            }
+        } else {
+            {
+                let from = match from {
+                    None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
+                    Some(pb::subscribe_request::From::After(p)) => {
+                        SubscribeFrom::After(Position(p))
+                    }
+                    Some(pb::subscribe_request::From::Now(_)) => SubscribeFrom::Now,
+                };
+                self.store
+                    .subscribe_all(from, convert::filter(request.filter)?)
+            }
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = subscription.next() => message,
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                    () = sender.closed() => None,
+                };
+                let Some(message) = message else { return };
+                let message = message
+                    .map(|message| pb::SubscribeResponse {
+                        message: Some(match message {
+                            SubscriptionMessage::Event(event) => {
+                                pb::subscribe_response::Message::Event(convert::recorded(event))
+                            }
+                            SubscriptionMessage::CaughtUp => {
+                                pb::subscribe_response::Message::CaughtUp(pb::Empty {})
+                            }
+                        }),
+                    })
+                    .map_err(store_status);
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let expected = convert::expected_version(request.expected_version);
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .delete_stream(&request.stream, expected)
+                .map_err(store_status)
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn tombstone(
+        &self,
+        request: Request<pb::TombstoneRequest>,
+    ) -> Result<Response<pb::TombstoneResponse>, Status> {
+        let request = request.into_inner();
+        let expected = convert::expected_version(request.expected_version);
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .tombstone_stream(&request.stream, expected)
+                .map_err(store_status)
+        })
+        .await?;
+        Ok(Response::new(pb::TombstoneResponse {}))
+    }
+
+    async fn get_metadata(
+        &self,
+        request: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let stream = request.into_inner().stream;
+        let store = self.store.clone();
+        let info = blocking(move || store.stream_info(&stream).map_err(store_status)).await?;
+        Ok(Response::new(pb::GetMetadataResponse {
+            info: info.map(convert::stream_info),
+        }))
+    }
+
+    async fn set_metadata(
+        &self,
+        request: Request<pb::SetMetadataRequest>,
+    ) -> Result<Response<pb::SetMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let expected = convert::expected_version(request.expected_version);
+        let metadata = convert::metadata(request.metadata)?;
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .set_metadata(&request.stream, expected, metadata)
+                .map_err(store_status)
+        })
+        .await?;
+        Ok(Response::new(pb::SetMetadataResponse {}))
+    }
+
+    async fn list_streams(
+        &self,
+        _request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let store = self.store.clone();
+        let streams = blocking(move || store.list_streams().map_err(store_status)).await?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: streams.into_iter().map(convert::stream_info).collect(),
+        }))
+    }
+}
+
+/// The `caskade.v1.Kv` service: the store's isolated key-value space.
+#[derive(Clone)]
+pub struct KvService {
+    store: EventStore,
+}
+
+impl KvService {
+    /// The service over `store`'s key-value space.
+    #[must_use]
+    pub fn new(store: EventStore) -> Self {
+        KvService { store }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        let kv = self.store.kv();
+        blocking(move || kv.put(&request.key, &request.value).map_err(store_status)).await?;
+        Ok(Response::new(pb::PutResponse {}))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let key = request.into_inner().key;
+        let kv = self.store.kv();
+        let value = blocking(move || kv.get(&key).map_err(store_status)).await?;
+        Ok(Response::new(pb::GetResponse { value }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::KvDeleteRequest>,
+    ) -> Result<Response<pb::KvDeleteResponse>, Status> {
+        let key = request.into_inner().key;
+        let kv = self.store.kv();
+        blocking(move || kv.delete(&key).map_err(store_status)).await?;
+        Ok(Response::new(pb::KvDeleteResponse {}))
+    }
+
+    type KeysStream = MessageStream<pb::KeysResponse>;
+
+    async fn keys(
+        &self,
+        request: Request<pb::KeysRequest>,
+    ) -> Result<Response<Self::KeysStream>, Status> {
+        let prefix = request.into_inner().prefix;
+        let keys = self
+            .store
+            .kv()
+            .keys(&prefix)
+            .map(|key| Ok(pb::KeysResponse { key }));
+        Ok(Response::new(stream_blocking(keys)))
+    }
+}
+
+/// The `caskade.v1.Admin` service: merge, backup, stats.
+#[derive(Clone)]
+pub struct AdminService {
+    store: EventStore,
+}
+
+impl AdminService {
+    /// The service over `store`.
+    #[must_use]
+    pub fn new(store: EventStore) -> Self {
+        AdminService { store }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn merge(
+        &self,
+        _request: Request<pb::MergeRequest>,
+    ) -> Result<Response<pb::MergeResponse>, Status> {
+        let engine = self.store.engine().clone();
+        let report = blocking(move || engine.merge().map_err(|e| engine_status(&e))).await?;
+        Ok(Response::new(pb::MergeResponse {
+            input_files: report.input_files as u64,
+            output_files: report.output_files as u64,
+            bytes_read: report.bytes_read,
+            bytes_written: report.bytes_written,
+        }))
+    }
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let destination = request.into_inner().destination;
+        if destination.is_empty() {
+            return Err(Status::invalid_argument(
+                "a backup needs a destination directory",
+            ));
+        }
+        let engine = self.store.engine().clone();
+        let report =
+            blocking(move || engine.backup(&destination).map_err(|e| engine_status(&e))).await?;
+        Ok(Response::new(pb::BackupResponse {
+            data_files: report.data_files as u64,
+            hint_files: report.hint_files as u64,
+            bytes: report.bytes,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let store = self.store.clone();
+        let (stats, streams) = blocking(move || {
+            let streams = store.list_streams().map_err(store_status)?.len();
+            Ok((store.engine().stats(), streams))
+        })
+        .await?;
+        Ok(Response::new(pb::StatsResponse {
+            live_keys: stats.live_keys as u64,
+            keydir_bytes: stats.keydir_bytes as u64,
+            streams: streams as u64,
+            committed_position: self.store.committed_position().0,
+            files: stats
+                .files
+                .iter()
+                .map(|file| pb::FileStats {
+                    file_id: file.file_id.0,
+                    len: file.len,
+                    live_bytes: file.live_bytes,
+                    dead_bytes: file.dead_bytes,
+                    active: file.active,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,67 @@
+//! The one place where library errors become gRPC statuses.
+//!
+//! | error | status |
+//! |---|---|
+//! | wrong expected version | `FAILED_PRECONDITION`, naming the expected and actual versions |
+//! | tombstoned stream | `NOT_FOUND` |
+//! | invalid input (names, types, JSON, filters, metadata, empty keys, bad ids) | `INVALID_ARGUMENT` |
+//! | over a size limit (event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |
+//! | backup destination not empty | `ALREADY_EXISTS` |
+//! | corrupt data | `DATA_LOSS` |
+//! | store closed, poisoned or locked | `UNAVAILABLE` |
+//! | I/O and anything else | `INTERNAL` |
+
+use caskade_engine::Error as EngineError;
+use caskade_eventstore::Error as StoreError;
+use tonic::Status;
+
+/// Maps an event-store error to the status a client sees.
+#[must_use]
+pub fn store_status(error: StoreError) -> Status {
+    let message = error.to_string();
+    match error {
+        StoreError::WrongExpectedVersion { .. } => Status::failed_precondition(message),
+        StoreError::StreamDeleted { .. } => Status::not_found(message),
+        StoreError::InvalidStreamName { .. }
+        | StoreError::ReservedStreamName { .. }
+        | StoreError::InvalidEventType { .. }
+        | StoreError::EmptyAppend
+        | StoreError::InvalidJson { .. }
+        | StoreError::DuplicateEventId { .. }
+        | StoreError::InvalidFilter(_)
+        | StoreError::InvalidMetadata { .. } => Status::invalid_argument(message),
+        StoreError::EventTooLarge { .. } | StoreError::AppendTooLarge { .. } => {
+            Status::resource_exhausted(message)
+        }
+        StoreError::Corrupt { .. } => Status::data_loss(message),
+        StoreError::Engine(engine) => engine_status(&engine),
+        _ => Status::internal(message),
+    }
+}
+
+/// Maps an engine error to the status a client sees.
+#[must_use]
+pub fn engine_status(error: &EngineError) -> Status {
+    let message = error.to_string();
+    match error {
+        EngineError::EmptyKey | EngineError::InvalidOptions { .. } => {
+            Status::invalid_argument(message)
+        }
+        EngineError::KeyTooLarge { .. }
+        | EngineError::ValueTooLarge { .. }
+        | EngineError::BatchTooLarge { .. } => Status::resource_exhausted(message),
+        EngineError::BackupDestinationNotEmpty { .. } => Status::already_exists(message),
+        EngineError::Corrupt { .. } | EngineError::UnsupportedVersion { .. } => {
+            Status::data_loss(message)
+        }
+        EngineError::Closed | EngineError::Poisoned | EngineError::Locked { .. } => {
+            Status::unavailable(message)
+        }
+        _ => Status::internal(message),
+    }
+}
+
+/// A task that panicked or was cancelled inside the server.
+pub(crate) fn join_status(error: &tokio::task::JoinError) -> Status {
+    Status::internal(format!("the request's task failed: {error}"))
+}
