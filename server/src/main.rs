@@ -1,3 +1,724 @@
-//! The `caskade` binary.
+//! `caskade`: the server (`caskade serve`), a command-line client in the spirit of
+//! `GoCask`'s `gccli`, and offline tools for a stopped store's data directory.
 
-fn main() {}
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use caskade_engine::{MergeTrigger, SyncPolicy};
+use caskade_eventstore::EventStore;
+use caskade_proto::v1 as pb;
+use caskade_server::{ServerConfig, TlsFiles};
+use clap::{Args, Parser, Subcommand};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Caskade: an event store on a Bitcask storage engine.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server on an embedded store.
+    Serve(Box<ServeArgs>),
+    /// Store VALUE under KEY in the key-value space.
+    Put {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Print the value under KEY.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+    },
+    /// Delete KEY from the key-value space.
+    Del {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+    },
+    /// List the keys of the key-value space, one per line.
+    Keys {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only keys starting with this.
+        prefix: Option<String>,
+    },
+    /// Append one event to a stream.
+    Append {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The stream.
+        stream: String,
+        /// The event type.
+        #[arg(long = "type")]
+        event_type: String,
+        /// The event data, JSON.
+        #[arg(long)]
+        data: String,
+        /// The expected version: a number, `any`, `no-stream` or `exists`.
+        #[arg(long, default_value = "any")]
+        expected_version: String,
+        /// The event id (a UUID); generated when absent.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Print a stream's events (or `$all`'s), one JSON object per line.
+    Read {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The stream, or `$all`.
+        stream: String,
+        /// Start at this version (or position, for `$all`).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Print at most this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backwards: bool,
+    },
+    /// Print a stream's events (or `$all`'s) as they arrive, one JSON object per line.
+    Subscribe {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The stream, or `$all`.
+        stream: String,
+        /// Start after this version (or position, for `$all`); from the start when absent.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// List the streams with their last versions.
+    Streams {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Soft-delete a stream.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The stream.
+        stream: String,
+    },
+    /// Merge a running server's store, or with DIR the stopped store in DIR.
+    Merge {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A stopped store's data directory (offline merge).
+        dir: Option<PathBuf>,
+    },
+    /// Back up a running server's store into DIR (on the server), or with DEST the stopped
+    /// store in DIR into DEST.
+    Backup {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Destination on the server, or (offline) the stopped store's data directory.
+        dir: PathBuf,
+        /// Offline: where to copy the store.
+        dest: Option<PathBuf>,
+    },
+    /// Print a running server's store sizes.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Verify every record of a stopped store; exits non-zero on any problem.
+    Check {
+        /// The store's data directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The server's address.
+    #[arg(long, env = "CASKADE_ADDR", default_value = "127.0.0.1:8888")]
+    addr: String,
+    /// The server's token, if it requires one.
+    #[arg(long, env = "CASKADE_TOKEN")]
+    token: Option<String>,
+    /// Connect with TLS, trusting this PEM CA certificate.
+    #[arg(long, env = "CASKADE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The server name to verify the certificate against, with --tls-ca.
+    #[arg(long, default_value = "localhost")]
+    tls_domain: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Where the store lives.
+    #[arg(long, env = "CASKADE_DATA_DIR", default_value = "./caskade-data")]
+    data_dir: PathBuf,
+    /// Address to listen on. Loopback unless told otherwise.
+    #[arg(long, env = "CASKADE_ADDR", default_value = "127.0.0.1:8888")]
+    addr: SocketAddr,
+    /// When writes are durable: `always` (fdatasync before acknowledging), `interval:MS`, or
+    /// `never`.
+    #[arg(long, env = "CASKADE_SYNC", default_value = "always")]
+    sync: String,
+    /// Size at which a data file is sealed and a new one started, in bytes.
+    #[arg(long, env = "CASKADE_MAX_FILE_SIZE", default_value_t = 256 << 20)]
+    max_file_size: u64,
+    /// Merge automatically when dead bytes reach this fraction of sealed files...
+    #[arg(long, env = "CASKADE_MERGE_DEAD_RATIO", default_value_t = 0.5)]
+    merge_dead_ratio: f64,
+    /// ...and at least this many bytes. 0 disables automatic merges.
+    #[arg(long, env = "CASKADE_MERGE_DEAD_BYTES", default_value_t = 64 << 20)]
+    merge_dead_bytes: u64,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "CASKADE_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
+    max_message_size: usize,
+    /// Largest event accepted, in bytes.
+    #[arg(long, env = "CASKADE_MAX_EVENT_SIZE", default_value_t = 4 << 20)]
+    max_event_size: usize,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "CASKADE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CASKADE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require `authorization: Bearer TOKEN` on every call.
+    #[arg(long, env = "CASKADE_TOKEN")]
+    token: Option<String>,
+    /// Log filter (overridden by `RUST_LOG`), e.g. `info` or `caskade_server=debug`.
+    #[arg(long, env = "CASKADE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_sync(text: &str) -> anyhow::Result<SyncPolicy> {
+    match text {
+        "always" => Ok(SyncPolicy::Always),
+        "never" => Ok(SyncPolicy::Never),
+        other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms > 0 => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
+            _ => {
+                bail!("--sync must be `always`, `never` or `interval:MS` with MS > 0, not {text:?}")
+            }
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .context("invalid --log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut engine = caskade_engine::Options::default();
+    engine.sync = parse_sync(&args.sync)?;
+    engine.max_file_size = args.max_file_size;
+    engine.auto_merge = (args.merge_dead_bytes > 0).then_some(MergeTrigger {
+        min_dead_ratio: args.merge_dead_ratio,
+        min_dead_bytes: args.merge_dead_bytes,
+    });
+    let options = caskade_eventstore::Options::default()
+        .engine(engine)
+        .max_event_size(args.max_event_size);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert_pem: std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            key_pem: std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        }),
+        _ => None,
+    };
+    let dir = args.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || EventStore::open(&dir, options))
+        .await?
+        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("listening on {}", args.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), "serving");
+    // Scripts and tests read the bound address (the port may have been 0) from stdout.
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let config = ServerConfig {
+        token: args.token,
+        tls,
+        max_message_size: args.max_message_size,
+        ..ServerConfig::default()
+    };
+    caskade_server::run(listener, store, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler succeeds on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+struct Client {
+    channel: Channel,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<
+    Channel,
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+>;
+
+impl Client {
+    async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+        let scheme = if args.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.addr))
+            .with_context(|| format!("invalid --addr {:?}", args.addr))?
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &args.tls_ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            endpoint = endpoint.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name(&args.tls_domain),
+            )?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to a Caskade server at {}", args.addr))?;
+        let token = match &args.token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .context("the token must be ASCII")?,
+            ),
+            None => None,
+        };
+        Ok(Client { channel, token })
+    }
+
+    fn authed(&self) -> Authed {
+        let token = self.token.clone();
+        tonic::service::interceptor::InterceptedService::new(
+            self.channel.clone(),
+            Box::new(move |mut request: tonic::Request<()>| {
+                if let Some(token) = &token {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", token.clone());
+                }
+                Ok(request)
+            }),
+        )
+    }
+
+    fn streams(&self) -> pb::streams_client::StreamsClient<Authed> {
+        pb::streams_client::StreamsClient::new(self.authed()).max_decoding_message_size(usize::MAX)
+    }
+
+    fn kv(&self) -> pb::kv_client::KvClient<Authed> {
+        pb::kv_client::KvClient::new(self.authed())
+    }
+
+    fn admin(&self) -> pb::admin_client::AdminClient<Authed> {
+        pb::admin_client::AdminClient::new(self.authed())
+    }
+}
+
+fn expected_version(text: &str) -> anyhow::Result<pb::ExpectedVersion> {
+    use pb::expected_version::Kind;
+    let kind = match text {
+        "any" => Kind::Any(pb::Empty {}),
+        "no-stream" => Kind::NoStream(pb::Empty {}),
+        "exists" => Kind::StreamExists(pb::Empty {}),
+        number => Kind::Exact(number.parse().with_context(|| {
+            format!("--expected-version must be a number, `any`, `no-stream` or `exists`, not {number:?}")
+        })?),
+    };
+    Ok(pb::ExpectedVersion { kind: Some(kind) })
+}
+
+fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
+    let binary = event.content_type == i32::from(pb::ContentType::Binary);
+    let payload = |bytes: &[u8]| {
+        if bytes.is_empty() {
+            serde_json::Value::Null
+        } else if binary {
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        } else {
+            serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into())
+        }
+    };
+    serde_json::json!({
+        "stream": event.stream,
+        "version": event.version,
+        "position": event.position,
+        "id": event.id,
+        "type": event.r#type,
+        "data": payload(&event.data),
+        "metadata": payload(&event.metadata),
+        "recorded_at_micros": event.recorded_at_micros,
+    })
+}
+
+fn print_line(line: &impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Shows a progress bar on a terminal, nothing otherwise.
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per subcommand, each a few lines"
+)]
+async fn client(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) | Command::Check { .. } => unreachable!("handled in main"),
+        Command::Merge { dir: Some(dir), .. } => {
+            let store = caskade_engine::Bitcask::builder(&dir)
+                .create_if_missing(false)
+                .open()?;
+            let bar = progress_bar(store.stats().total_bytes(), "merging");
+            let report = store.merge_with_progress(|p| bar.set_position(p.bytes_read))?;
+            bar.finish_and_clear();
+            store.close()?;
+            print_line(&format!(
+                "merged {} files ({} bytes) into {} ({} bytes)",
+                report.input_files, report.bytes_read, report.output_files, report.bytes_written
+            ))?;
+        }
+        Command::Backup {
+            dir,
+            dest: Some(dest),
+            ..
+        } => {
+            let store = caskade_engine::Bitcask::builder(&dir)
+                .create_if_missing(false)
+                .open()?;
+            let report = store.backup(&dest)?;
+            store.close()?;
+            print_line(&format!(
+                "backed up {} data files and {} hint files ({} bytes) to {}",
+                report.data_files,
+                report.hint_files,
+                report.bytes,
+                dest.display()
+            ))?;
+        }
+        Command::Put { client, key, value } => {
+            Client::connect(&client)
+                .await?
+                .kv()
+                .put(pb::PutRequest {
+                    key: key.into_bytes(),
+                    value: value.into_bytes(),
+                })
+                .await?;
+            print_line(&"OK")?;
+        }
+        Command::Get { client, key } => {
+            let response = Client::connect(&client)
+                .await?
+                .kv()
+                .get(pb::GetRequest {
+                    key: key.clone().into_bytes(),
+                })
+                .await?;
+            match response.into_inner().value {
+                Some(value) => print_line(&String::from_utf8_lossy(&value))?,
+                None => bail!("key {key:?} not found"),
+            }
+        }
+        Command::Del { client, key } => {
+            Client::connect(&client)
+                .await?
+                .kv()
+                .delete(pb::KvDeleteRequest {
+                    key: key.into_bytes(),
+                })
+                .await?;
+            print_line(&"OK")?;
+        }
+        Command::Keys { client, prefix } => {
+            let request = pb::KeysRequest {
+                prefix: prefix.unwrap_or_default().into_bytes(),
+            };
+            let mut keys = Client::connect(&client)
+                .await?
+                .kv()
+                .keys(request)
+                .await?
+                .into_inner();
+            while let Some(key) = keys.message().await? {
+                print_line(&String::from_utf8_lossy(&key.key))?;
+            }
+        }
+        Command::Append {
+            client,
+            stream,
+            event_type,
+            data,
+            expected_version: expected,
+            id,
+        } => {
+            serde_json::from_str::<serde_json::Value>(&data).context("--data must be JSON")?;
+            let request = pb::AppendRequest {
+                stream,
+                expected_version: Some(expected_version(&expected)?),
+                events: vec![pb::EventData {
+                    id: id.unwrap_or_default(),
+                    r#type: event_type,
+                    content_type: pb::ContentType::Json.into(),
+                    data: data.into_bytes(),
+                    metadata: Vec::new(),
+                }],
+            };
+            let response = Client::connect(&client)
+                .await?
+                .streams()
+                .append(request)
+                .await?
+                .into_inner();
+            print_line(&serde_json::json!({
+                "next_expected_version": response.next_expected_version,
+                "position": response.last_position,
+            }))?;
+        }
+        Command::Read {
+            client,
+            stream,
+            from,
+            count,
+            backwards,
+        } => {
+            let target = if stream == "$all" {
+                pb::read_request::Target::All(pb::Empty {})
+            } else {
+                pb::read_request::Target::Stream(stream)
+            };
+            let request = pb::ReadRequest {
+                target: Some(target),
+                direction: if backwards {
+                    pb::Direction::Backwards
+                } else {
+                    pb::Direction::Forwards
+                }
+                .into(),
+                from: from.map(pb::read_request::From::At),
+                max_count: count.unwrap_or(0),
+                filter: None,
+            };
+            let mut events = Client::connect(&client)
+                .await?
+                .streams()
+                .read(request)
+                .await?
+                .into_inner();
+            while let Some(message) = events.message().await? {
+                if let Some(event) = message.event {
+                    print_line(&event_json(&event))?;
+                }
+            }
+        }
+        Command::Subscribe {
+            client,
+            stream,
+            from,
+        } => {
+            let target = if stream == "$all" {
+                pb::subscribe_request::Target::All(pb::Empty {})
+            } else {
+                pb::subscribe_request::Target::Stream(stream)
+            };
+            let request = pb::SubscribeRequest {
+                target: Some(target),
+                from: Some(from.map_or(
+                    pb::subscribe_request::From::Start(pb::Empty {}),
+                    pb::subscribe_request::From::After,
+                )),
+                filter: None,
+            };
+            let mut messages = Client::connect(&client)
+                .await?
+                .streams()
+                .subscribe(request)
+                .await?
+                .into_inner();
+            while let Some(message) = messages.message().await? {
+                match message.message {
+                    Some(pb::subscribe_response::Message::Event(event)) => {
+                        print_line(&event_json(&event))?;
+                    }
+                    Some(pb::subscribe_response::Message::CaughtUp(_)) => {
+                        eprintln!("caught up; waiting for new events");
+                    }
+                    None => {}
+                }
+            }
+        }
+        Command::Streams { client } => {
+            let response = Client::connect(&client)
+                .await?
+                .streams()
+                .list_streams(pb::ListStreamsRequest {})
+                .await?;
+            for stream in response.into_inner().streams {
+                let state =
+                    pb::StreamState::try_from(stream.state).map_or("unknown", |s| match s {
+                        pb::StreamState::Live => "live",
+                        pb::StreamState::Deleted => "deleted",
+                        pb::StreamState::Tombstoned => "tombstoned",
+                    });
+                let version = stream
+                    .last_version
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string());
+                print_line(&format!("{}\t{version}\t{state}", stream.name))?;
+            }
+        }
+        Command::Delete { client, stream } => {
+            Client::connect(&client)
+                .await?
+                .streams()
+                .delete(pb::DeleteRequest {
+                    stream,
+                    expected_version: None,
+                })
+                .await?;
+            print_line(&"OK")?;
+        }
+        Command::Merge { client, dir: None } => {
+            let report = Client::connect(&client)
+                .await?
+                .admin()
+                .merge(pb::MergeRequest {})
+                .await?
+                .into_inner();
+            print_line(&format!(
+                "merged {} files ({} bytes) into {} ({} bytes)",
+                report.input_files, report.bytes_read, report.output_files, report.bytes_written
+            ))?;
+        }
+        Command::Backup {
+            client,
+            dir,
+            dest: None,
+        } => {
+            let destination = dir
+                .to_str()
+                .context("the backup directory must be UTF-8")?
+                .to_owned();
+            let report = Client::connect(&client)
+                .await?
+                .admin()
+                .backup(pb::BackupRequest { destination })
+                .await?
+                .into_inner();
+            print_line(&format!(
+                "backed up {} data files and {} hint files ({} bytes)",
+                report.data_files, report.hint_files, report.bytes
+            ))?;
+        }
+        Command::Stats { client } => {
+            let stats = Client::connect(&client)
+                .await?
+                .admin()
+                .stats(pb::StatsRequest {})
+                .await?
+                .into_inner();
+            let (live, dead): (u64, u64) = stats
+                .files
+                .iter()
+                .fold((0, 0), |(l, d), f| (l + f.live_bytes, d + f.dead_bytes));
+            print_line(&serde_json::json!({
+                "streams": stats.streams,
+                "committed_position": stats.committed_position,
+                "live_keys": stats.live_keys,
+                "keydir_bytes": stats.keydir_bytes,
+                "data_files": stats.files.len(),
+                "live_bytes": live,
+                "dead_bytes": dead,
+            }))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = caskade_engine::check(dir)?;
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    print_line(&format!(
+        "checked {} data files, {} hint files, {} records: {} problems",
+        report.data_files,
+        report.hint_files,
+        report.records,
+        report.problems.len()
+    ))?;
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line for the user: a gRPC status by its message, anything else by its chain.
+fn error_line(error: &anyhow::Error) -> String {
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        return format!("error: {} ({:?})", status.message(), status.code());
+    }
+    format!("error: {error:#}")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
+        Command::Check { dir } => check(&dir),
+        command => runtime.block_on(client(command)),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("{}", error_line(&error));
+        ExitCode::FAILURE
+    })
+}
