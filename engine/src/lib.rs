@@ -66,7 +66,3 @@ pub use options::{Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, 
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::{FileStats, Stats};
 
-/// The README's code samples, compiled and run as doctests so they cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -8,3 +8,8 @@
 
 pub mod bank;
 pub mod projection;
+
+/// The README's code samples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
