@@ -65,4 +65,3 @@ pub use merge::{MergeProgress, MergeReport};
 pub use options::{Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::{FileStats, Stats};
-

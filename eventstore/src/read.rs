@@ -274,15 +274,56 @@ pub(crate) fn load_event(
     }
 }
 
+/// A walk over versions or positions, in either direction, returning at most `remaining`
+/// events; what a version or position holds is up to the reader.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    direction: Direction,
+    /// The next version or position to look at; `None` once the walk is over.
+    next: Option<u64>,
+    remaining: u64,
+}
+
+impl Walk {
+    /// Steps until `load` finds an event, the walk leaves `in_range`, or `load` fails (which
+    /// also ends the walk).
+    fn step(
+        &mut self,
+        in_range: impl Fn(u64) -> bool,
+        mut load: impl FnMut(u64) -> Result<Option<RecordedEvent>>,
+    ) -> Option<Result<RecordedEvent>> {
+        while self.remaining > 0 {
+            let at = self.next?;
+            if !in_range(at) {
+                self.next = None;
+                return None;
+            }
+            self.next = match self.direction {
+                Direction::Forwards => at.checked_add(1),
+                Direction::Backwards => at.checked_sub(1),
+            };
+            match load(at) {
+                Ok(Some(event)) => {
+                    self.remaining -= 1;
+                    return Some(Ok(event));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.next = None;
+                    return Some(Err(error));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The events of one stream, read lazily; see [`EventStore::read_stream`].
 pub struct StreamEvents {
     engine: Bitcask,
     stream: Arc<str>,
     visibility: Visibility,
-    direction: Direction,
-    /// The next version to look at; `None` once the walk is over.
-    cursor: Option<u64>,
-    remaining: u64,
+    walk: Walk,
 }
 
 impl StreamEvents {
@@ -296,36 +337,21 @@ impl Iterator for StreamEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.remaining > 0 {
-            let version = self.cursor?;
-            if version < self.visibility.min_version || version >= self.visibility.end {
-                self.cursor = None;
-                return None;
-            }
-            self.cursor = match self.direction {
-                Direction::Forwards => version.checked_add(1),
-                Direction::Backwards => version.checked_sub(1),
-            };
-            let key = event_key(&self.stream, StreamVersion(version));
-            match load_event(
-                &self.engine,
-                &key,
-                &self.stream,
-                StreamVersion(version),
-                Some(&self.visibility),
-            ) {
-                Ok(Some(event)) => {
-                    self.remaining -= 1;
-                    return Some(Ok(event));
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.cursor = None;
-                    return Some(Err(error));
-                }
-            }
-        }
-        None
+        let visibility = self.visibility;
+        let (engine, stream) = (&self.engine, &self.stream);
+        self.walk.step(
+            |version| version >= visibility.min_version && version < visibility.end,
+            |version| {
+                let key = event_key(stream, StreamVersion(version));
+                load_event(
+                    engine,
+                    &key,
+                    stream,
+                    StreamVersion(version),
+                    Some(&visibility),
+                )
+            },
+        )
     }
 }
 
@@ -333,12 +359,9 @@ impl Iterator for StreamEvents {
 pub struct AllEvents {
     engine: Bitcask,
     filter: EventFilter,
-    direction: Direction,
-    /// The next position to look at; `None` once the walk is over.
-    cursor: Option<u64>,
+    walk: Walk,
     /// One past the last position the read may return.
     end: u64,
-    remaining: u64,
     visibility: HashMap<Arc<str>, Visibility>,
 }
 
@@ -395,29 +418,12 @@ impl Iterator for AllEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.remaining > 0 {
-            let position = self.cursor?;
-            if position >= self.end {
-                self.cursor = None;
-                return None;
-            }
-            self.cursor = match self.direction {
-                Direction::Forwards => position.checked_add(1),
-                Direction::Backwards => position.checked_sub(1),
-            };
-            match self.load(position) {
-                Ok(Some(event)) => {
-                    self.remaining -= 1;
-                    return Some(Ok(event));
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.cursor = None;
-                    return Some(Err(error));
-                }
-            }
-        }
-        None
+        let end = self.end;
+        // Copied out so `load` may borrow the reader mutably; written back after.
+        let mut walk = self.walk;
+        let event = walk.step(|position| position < end, |position| self.load(position));
+        self.walk = walk;
+        event
     }
 }
 
@@ -452,9 +458,11 @@ impl EventStore {
             engine: self.shared.engine.clone(),
             stream: Arc::from(stream),
             visibility,
-            direction: read.direction,
-            cursor,
-            remaining: read.max_count,
+            walk: Walk {
+                direction: read.direction,
+                next: cursor,
+                remaining: read.max_count,
+            },
         })
     }
 
@@ -478,10 +486,12 @@ impl EventStore {
         AllEvents {
             engine: self.shared.engine.clone(),
             filter: read.filter,
-            direction: read.direction,
-            cursor,
+            walk: Walk {
+                direction: read.direction,
+                next: cursor,
+                remaining: read.max_count,
+            },
             end,
-            remaining: read.max_count,
             visibility: HashMap::new(),
         }
     }
@@ -491,10 +501,12 @@ impl EventStore {
         AllEvents {
             engine: self.shared.engine.clone(),
             filter,
-            direction: Direction::Forwards,
-            cursor: Some(from),
+            walk: Walk {
+                direction: Direction::Forwards,
+                next: Some(from),
+                remaining: u64::MAX,
+            },
             end,
-            remaining: u64::MAX,
             visibility: HashMap::new(),
         }
     }

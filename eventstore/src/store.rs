@@ -89,6 +89,20 @@ struct Sequencer {
     heads: HashMap<Arc<str>, Head>,
 }
 
+impl Sequencer {
+    /// A copy of the stream's head (a fresh one for a new stream), unless the stream is
+    /// tombstoned.
+    fn writable_head(&self, stream: &str) -> Result<Head> {
+        let head = self.heads.get(stream).cloned().unwrap_or_else(Head::new);
+        if head.state == StreamState::Tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        Ok(head)
+    }
+}
+
 pub(crate) fn corrupt(key: &[u8], reason: &'static str) -> Error {
     Error::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -174,16 +188,7 @@ impl EventStore {
         let recorded_at_micros = Utc::now().timestamp_micros();
         let (pending, result) = {
             let mut sequencer = self.shared.sequencer.lock();
-            let head = sequencer
-                .heads
-                .get(stream)
-                .cloned()
-                .unwrap_or_else(Head::new);
-            if head.state == StreamState::Tombstoned {
-                return Err(Error::StreamDeleted {
-                    stream: stream.to_owned(),
-                });
-            }
+            let head = sequencer.writable_head(stream)?;
             if !expected_matches(expected, &head) {
                 if let Some(done) = self.already_appended(stream, expected, &head, events)? {
                     return Ok(done);
@@ -359,16 +364,7 @@ impl EventStore {
         self.validate_stream(stream)?;
         let pending = {
             let mut sequencer = self.shared.sequencer.lock();
-            let mut head = sequencer
-                .heads
-                .get(stream)
-                .cloned()
-                .unwrap_or_else(Head::new);
-            if head.state == StreamState::Tombstoned {
-                return Err(Error::StreamDeleted {
-                    stream: stream.to_owned(),
-                });
-            }
+            let mut head = sequencer.writable_head(stream)?;
             if !expected_matches(expected, &head) {
                 return Err(wrong_version(stream, expected, &head));
             }
