@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
@@ -93,6 +93,27 @@ async fn run_read<T: Send + 'static>(
         })
 }
 
+/// Ends a pass that read everything committed: says `CaughtUp` after the first one, then
+/// waits for the committed watermark to move. `false` when the subscription should end (the
+/// subscriber or the store is gone).
+async fn wait_for_more(
+    caught_up: &mut bool,
+    sender: &mpsc::Sender<Result<SubscriptionMessage>>,
+    committed: &mut watch::Receiver<u64>,
+) -> bool {
+    if !*caught_up {
+        *caught_up = true;
+        if sender
+            .send(Ok(SubscriptionMessage::CaughtUp))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    committed.changed().await.is_ok()
+}
+
 fn upgrade(shared: &Weak<Shared>) -> Option<EventStore> {
     shared.upgrade().map(|shared| EventStore { shared })
 }
@@ -151,17 +172,7 @@ impl EventStore {
                     }
                     next = chunk_end;
                 }
-                if !caught_up {
-                    caught_up = true;
-                    if sender
-                        .send(Ok(SubscriptionMessage::CaughtUp))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                if committed.changed().await.is_err() {
+                if !wait_for_more(&mut caught_up, &sender, &mut committed).await {
                     return;
                 }
             }
@@ -245,17 +256,7 @@ impl EventStore {
                         break;
                     }
                 }
-                if !caught_up {
-                    caught_up = true;
-                    if sender
-                        .send(Ok(SubscriptionMessage::CaughtUp))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                if committed.changed().await.is_err() {
+                if !wait_for_more(&mut caught_up, &sender, &mut committed).await {
                     return;
                 }
             }
