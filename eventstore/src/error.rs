@@ -18,7 +18,7 @@ pub enum Error {
         stream: String,
         /// What the caller expected.
         expected: ExpectedVersion,
-        /// The stream's version when the append was checked (`None`: the stream has no events).
+        /// The stream's version when the append was checked.
         actual: CurrentVersion,
     },
 
@@ -124,9 +124,10 @@ pub enum Error {
 /// A stream's version as reported in [`Error::WrongExpectedVersion`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CurrentVersion {
-    /// The stream has no events (it never had, or it was soft-deleted and is empty).
+    /// The stream has never had an event.
     NoStream,
-    /// The version of the stream's last event.
+    /// The version of the stream's last event (also for a soft-deleted stream, whose
+    /// versions continue).
     Current(StreamVersion),
 }
 

@@ -165,10 +165,13 @@ pub(crate) struct Head {
     pub(crate) next_version: u64,
     /// The position of the stream's last event (meaningful once `next_version > 0`).
     pub(crate) last_position: u64,
+    /// Versions below this were hidden by a soft delete. Kept apart from the metadata's
+    /// `truncate_before` so that setting metadata never reveals deleted events.
+    pub(crate) deleted_before: u64,
     pub(crate) metadata: StreamMetadata,
 }
 
-const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 4;
+const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
 
 impl Head {
     pub(crate) fn new() -> Self {
@@ -176,6 +179,7 @@ impl Head {
             state: StreamState::Live,
             next_version: 0,
             last_position: 0,
+            deleted_before: 0,
             metadata: StreamMetadata::default(),
         }
     }
@@ -196,6 +200,7 @@ impl Head {
         });
         out.extend_from_slice(&self.next_version.to_le_bytes());
         out.extend_from_slice(&self.last_position.to_le_bytes());
+        out.extend_from_slice(&self.deleted_before.to_le_bytes());
         out.extend_from_slice(
             &self
                 .metadata
@@ -234,7 +239,7 @@ impl Head {
             2 => StreamState::Tombstoned,
             _ => return Err("unknown stream state"),
         };
-        let custom_len = u32::from_le_bytes(value[42..46].try_into().expect("4 bytes")) as usize;
+        let custom_len = u32::from_le_bytes(value[50..54].try_into().expect("4 bytes")) as usize;
         if value.len() != HEAD_FIXED_LEN + custom_len {
             return Err("stream head length does not match its fields");
         }
@@ -251,10 +256,11 @@ impl Head {
             state,
             next_version: u64_at(2),
             last_position: u64_at(10),
+            deleted_before: u64_at(18),
             metadata: StreamMetadata {
-                truncate_before: nonzero(u64_at(18)).map(StreamVersion),
-                max_count: nonzero(u64_at(26)),
-                max_age: nonzero(u64_at(34)).map(std::time::Duration::from_secs),
+                truncate_before: nonzero(u64_at(26)).map(StreamVersion),
+                max_count: nonzero(u64_at(34)),
+                max_age: nonzero(u64_at(42)).map(std::time::Duration::from_secs),
                 custom,
             },
         })
@@ -301,6 +307,7 @@ mod tests {
         let mut head = Head::new();
         head.next_version = 7;
         head.last_position = 99;
+        head.deleted_before = 4;
         head.state = StreamState::Deleted;
         head.metadata.max_count = Some(3);
         head.metadata.truncate_before = Some(StreamVersion(2));

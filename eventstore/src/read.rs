@@ -217,7 +217,10 @@ pub(crate) struct Visibility {
 impl Visibility {
     pub(crate) fn of(head: &Head) -> Visibility {
         let metadata = &head.metadata;
-        let mut min_version = metadata.truncate_before.map_or(0, |v| v.0);
+        let mut min_version = metadata
+            .truncate_before
+            .map_or(0, |v| v.0)
+            .max(head.deleted_before);
         if let Some(max_count) = metadata.max_count {
             min_version = min_version.max(head.next_version.saturating_sub(max_count));
         }

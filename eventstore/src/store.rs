@@ -195,8 +195,10 @@ impl EventStore {
                 }
                 return Err(wrong_version(stream, expected, &head));
             }
-            if expected == ExpectedVersion::Any
-                && let Some(done) = self.already_appended(stream, expected, &head, events)?
+            if matches!(
+                expected,
+                ExpectedVersion::Any | ExpectedVersion::StreamExists
+            ) && let Some(done) = self.already_appended(stream, expected, &head, events)?
             {
                 return Ok(done);
             }
@@ -256,7 +258,7 @@ impl EventStore {
     pub fn delete_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
         self.change_head(stream, expected, |head| {
             head.state = StreamState::Deleted;
-            head.metadata.truncate_before = Some(StreamVersion(head.next_version));
+            head.deleted_before = head.next_version;
             Ok(())
         })
     }
@@ -376,6 +378,9 @@ impl EventStore {
             pending
         };
         pending.wait()?;
+        // Stream subscribers re-read the head: a tombstone ends their subscription. The
+        // watermark itself does not move.
+        self.shared.committed.send_modify(|_| {});
         Ok(())
     }
 
@@ -395,11 +400,14 @@ impl EventStore {
                 None => return Ok(None),
             },
             ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Any => match head.next_version.checked_sub(count) {
-                Some(first) => first,
-                None => return Ok(None),
-            },
-            ExpectedVersion::StreamExists => return Ok(None),
+            // Without a version to anchor on, a retry is recognised by its ids being the
+            // stream's last events.
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                match head.next_version.checked_sub(count) {
+                    Some(first) => first,
+                    None => return Ok(None),
+                }
+            }
         };
         if first.saturating_add(count) > head.next_version {
             return Ok(None);

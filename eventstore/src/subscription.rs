@@ -221,7 +221,10 @@ impl EventStore {
                         return;
                     };
                     let (from, name) = (next, Arc::clone(&stream));
-                    let chunk = run_read(INLINE_READ, move || {
+                    // Catching up may read a whole chunk: the blocking pool. Once live, the reads
+                    // are of the tail just written: inline.
+                    let expected_len = if caught_up { INLINE_READ } else { CHUNK };
+                    let chunk = run_read(expected_len, move || {
                         let read = ReadStream::forwards()
                             .from(StreamVersion(from))
                             .max_count(CHUNK);
