@@ -413,7 +413,13 @@ impl Bitcask {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let files = self.handle.inner.files.load();
-        let active = self.handle.inner.writer.lock().active.id();
+        let (active, active_len) = {
+            let writer = self.handle.inner.writer.lock();
+            (
+                writer.active.id(),
+                writer.active.len() + writer.buf_len() as u64,
+            )
+        };
         Stats {
             live_keys: self.handle.inner.keydir.len(),
             keydir_bytes: self.handle.inner.keydir.heap_bytes(),
@@ -421,7 +427,11 @@ impl Bitcask {
                 .iter()
                 .map(|file| FileStats {
                     file_id: file.id(),
-                    len: file.len(),
+                    len: if file.id() == active {
+                        active_len
+                    } else {
+                        file.len()
+                    },
                     live_bytes: file.live_bytes(),
                     dead_bytes: file.dead_bytes(),
                     active: file.id() == active,
@@ -746,7 +756,12 @@ impl Inner {
     /// past `max_file_size` (an oversized batch gets a file of its own).
     fn rotate_if_full(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
         let used = writer.active.len() + writer.buf.len() as u64;
-        if used + incoming <= self.options.max_file_size || used == FILE_HEADER_LEN as u64 {
+        let fits = used + incoming <= self.options.max_file_size;
+        // A record larger than a file still goes into an empty active file if its mapping
+        // has room (it does when the file was created for it); otherwise it gets a new one.
+        let fits_empty =
+            used == FILE_HEADER_LEN as u64 && used + incoming <= writer.active.capacity();
+        if fits || fits_empty {
             return Ok(());
         }
         self.rotate(writer, incoming)

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::data_file::{DataFile, FileId, data_path, hint_path};
 use crate::error::{Corruption, Result};
-use crate::format::{FileHeader, FileKind, HeaderError, RecordKind, decode_hint, decode_record};
+use crate::format::{
+    FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, RecordKind, decode_hint, decode_record,
+};
 use crate::recovery::list;
 use crate::scan::{scan_units, valid_record_after};
 
@@ -92,22 +94,34 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
     for &id in &listing.data {
         let path = data_path(dir, id);
         let len = fs::metadata(&path)?.len();
-        let file = DataFile::open(dir, id, len, len, false)?;
         report.data_files += 1;
         let problem = |offset, kind| Problem {
             path: path.clone(),
             offset,
             kind,
         };
+        if len < FILE_HEADER_LEN as u64 {
+            // The newest file torn while it was being created is replaced at open.
+            let kind = if Some(id) == newest {
+                ProblemKind::TornTail
+            } else {
+                ProblemKind::Corrupt
+            };
+            report
+                .problems
+                .push(problem(Some(0), kind(Corruption::BadHeader)));
+            continue;
+        }
+        let file = DataFile::open(dir, id, len, len, false)?;
         match FileHeader::decode(FileKind::Data, file.bytes()) {
-            Ok(_) => {}
+            Ok(header) if header.file_id == id.0 => {}
             Err(HeaderError::UnsupportedVersion(v)) => {
                 report
                     .problems
                     .push(problem(None, ProblemKind::UnsupportedVersion(v)));
                 continue;
             }
-            Err(_) => {
+            Ok(_) | Err(_) => {
                 report.problems.push(problem(
                     Some(0),
                     ProblemKind::Corrupt(Corruption::BadHeader),
@@ -116,7 +130,7 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
             }
         }
         let bytes = file.bytes();
-        let mut start = crate::format::FILE_HEADER_LEN as u64;
+        let mut start = FILE_HEADER_LEN as u64;
         loop {
             let scanned = scan_units(bytes, start, |ops, _| report.records += ops.len() as u64);
             let Err(error) = scanned else { break };
@@ -126,7 +140,13 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
             } else {
                 ProblemKind::Corrupt(error.reason)
             };
-            report.problems.push(problem(Some(error.offset), kind));
+            // A torn tail is reported where opening cuts it; corruption at the bad record.
+            let at = if torn {
+                error.unit_offset
+            } else {
+                error.offset
+            };
+            report.problems.push(problem(Some(at), kind));
             // Carry on from the next valid record to report every problem, not just the first.
             match (error.resume_at as usize..bytes.len())
                 .find(|&at| decode_record(&bytes[at..]).is_ok())

@@ -33,6 +33,7 @@ use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, HintEntry, HintWriter, RecordKind, record_len,
 };
 use crate::keydir::ValueLocation;
+use crate::recovery::list;
 use crate::scan::scan_units;
 
 /// How far a merge has got, for progress bars.
@@ -140,7 +141,9 @@ impl Inner {
         let (inputs, first_output, reserved, upto) = {
             let mut writer = self.writer.lock();
             self.check_writable()?;
-            let inputs: Vec<Arc<DataFile>> = self.files.load().iter().cloned().collect();
+            let mut inputs: Vec<Arc<DataFile>> = self.files.load().iter().cloned().collect();
+            inputs.extend(self.stray_files(writer.active.id())?);
+            inputs.sort_by_key(|file| file.id());
             let total: u64 = inputs.iter().map(|f| f.len()).sum::<u64>() + writer.buf_len() as u64;
             let reserved = u32::try_from(2 * total.div_ceil(self.options.max_file_size) + 2)
                 .map_err(|_| Error::InvalidOptions {
@@ -218,14 +221,22 @@ impl Inner {
             self.install(done, &mut report)?;
         }
 
+        self.retire(&inputs)?;
+        tracing::info!(?report, "merge finished");
+        Ok(report)
+    }
+
+    /// Drops merged inputs from the file set, then deletes them from disk, oldest first
+    /// (see the module docs).
+    fn retire(&self, inputs: &[Arc<DataFile>]) -> Result<()> {
         self.files.rcu(|files| {
             let mut files = FileSet::clone(files);
-            for input in &inputs {
+            for input in inputs {
                 files.remove(input.id());
             }
             files
         });
-        for input in &inputs {
+        for input in inputs {
             // Oldest first: see the module docs.
             let hint = hint_path(&self.dir, input.id());
             if hint.exists() {
@@ -237,8 +248,28 @@ impl Inner {
                 std::io::Error::other("fail point merge::after_input_removed")
             )));
         }
-        tracing::info!(?report, "merge finished");
-        Ok(report)
+        Ok(())
+    }
+
+    /// Data files on disk, up to `newest`, that the file set does not hold: left by a merge
+    /// that failed after renaming an output or after retiring its inputs. They hold only
+    /// copies or older records, so this merge takes them as inputs (their records are not
+    /// live) and deletes them; leaving them would let their records come back at the next
+    /// open once this merge drops the tombstones that cover them.
+    fn stray_files(&self, newest: FileId) -> Result<Vec<Arc<DataFile>>> {
+        let files = self.files.load();
+        let mut strays = Vec::new();
+        for id in list(&self.dir, false)?.data {
+            if id > newest || files.get(id).is_some() {
+                continue;
+            }
+            let len = fs::metadata(data_path(&self.dir, id))?.len();
+            if len >= FILE_HEADER_LEN as u64 {
+                tracing::warn!(file_id = %id, "merging a data file left by an earlier failed merge");
+                strays.push(Arc::new(DataFile::open(&self.dir, id, len, len, false)?));
+            }
+        }
+        Ok(strays)
     }
 
     #[expect(

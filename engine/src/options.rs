@@ -98,6 +98,10 @@ impl Default for Options {
 /// The smallest `max_file_size` accepted: room for the file header and a few records.
 pub const MIN_FILE_SIZE: u64 = 1024;
 
+/// The smallest `max_batch_size` accepted: a batch-begin record and one record of a
+/// one-byte key.
+pub(crate) const MIN_BATCH_SIZE: usize = RECORD_HEADER_LEN * 2 + BATCH_BEGIN_VALUE_LEN + 1;
+
 /// The largest `max_file_size` and `max_batch_size`: record offsets are 32-bit.
 pub const MAX_FILE_SIZE: u64 = 1 << 31;
 
@@ -117,9 +121,11 @@ impl Options {
         if self.max_value_size as u64 > MAX_FILE_SIZE {
             return invalid("max_value_size must be at most 2 GiB");
         }
-        let min_batch = RECORD_HEADER_LEN * 2 + BATCH_BEGIN_VALUE_LEN + 1;
-        if self.max_batch_size < min_batch || self.max_batch_size as u64 > MAX_FILE_SIZE {
-            return invalid("max_batch_size must be between 48 bytes and 2 GiB");
+        if self.max_batch_size < MIN_BATCH_SIZE || self.max_batch_size as u64 > MAX_FILE_SIZE {
+            return invalid("max_batch_size must be between 47 bytes and 2 GiB");
+        }
+        if RECORD_HEADER_LEN + self.max_key_size + self.max_value_size > self.max_batch_size {
+            return invalid("max_batch_size must hold one record of the largest key and value");
         }
         if let SyncPolicy::Interval(interval) = self.sync
             && interval.is_zero()

@@ -9,7 +9,11 @@
 //!   by nothing valid is a torn tail, left by a crash during a write that was never
 //!   acknowledged: it is truncated away and reported in [`RecoveryReport::torn_tail`]. A bad
 //!   record followed by a valid one cannot be a torn write, so it is [`Error::Corrupt`].
-//!   A batch is applied only when all of it is present and valid.
+//!   A batch is applied only when all of it is present and valid. A batch reaches the disk
+//!   in one write whose pages a crash may persist in any order, so damage anywhere inside
+//!   the last batch, with nothing valid after the batch's declared end, is a torn tail too.
+//! - An active file shorter than its header (a crash while it was being created) is
+//!   recreated empty, and reported as a torn tail at offset 0.
 //! - Leftover temporary files (an interrupted merge, hint or backup) are removed; so are hint
 //!   files whose data file is gone.
 
@@ -70,6 +74,19 @@ fn header_error(file_id: FileId, error: HeaderError) -> Error {
             reason: Corruption::BadHeader,
         },
     }
+}
+
+/// Checks a data file's header, including that it names the file it is in.
+pub(crate) fn check_header(id: FileId, bytes: &[u8]) -> Result<()> {
+    let header = FileHeader::decode(FileKind::Data, bytes).map_err(|e| header_error(id, e))?;
+    if header.file_id != id.0 {
+        return Err(Error::Corrupt {
+            file_id: id,
+            offset: 0,
+            reason: Corruption::BadHeader,
+        });
+    }
+    Ok(())
 }
 
 /// The data and hint files of a directory, after removing temporary files.
@@ -138,8 +155,15 @@ pub(crate) fn recover(dir: &Path, max_file_size: u64) -> Result<Recovered> {
 
     for &id in sealed {
         let len = fs::metadata(data_path(dir, id))?.len();
+        if len < FILE_HEADER_LEN as u64 {
+            return Err(Error::Corrupt {
+                file_id: id,
+                offset: 0,
+                reason: Corruption::BadHeader,
+            });
+        }
         let file = Arc::new(DataFile::open(dir, id, len, len, false)?);
-        FileHeader::decode(FileKind::Data, file.bytes()).map_err(|e| header_error(id, e))?;
+        check_header(id, file.bytes())?;
         files.insert(Arc::clone(&file));
         if listing.hints.contains(&id) && load_hint(dir, &file, &files, &keydir)? {
             file.set_has_hint(true);
@@ -237,6 +261,12 @@ fn recover_active(
     let len = fs::metadata(&path)?.len();
     if len < FILE_HEADER_LEN as u64 {
         // Torn while it was being created: nothing in it was ever acknowledged.
+        report.torn_tail = Some(TornTail {
+            file_id: id,
+            offset: 0,
+            bytes_removed: len,
+            reason: Corruption::BadHeader,
+        });
         let file = fs::OpenOptions::new().write(true).open(&path)?;
         file.set_len(0)?;
         drop(file);
@@ -247,7 +277,7 @@ fn recover_active(
         return Ok(active);
     }
     let active = Arc::new(DataFile::open(dir, id, len, max_file_size, true)?);
-    FileHeader::decode(FileKind::Data, active.bytes()).map_err(|e| header_error(id, e))?;
+    check_header(id, active.bytes())?;
     files.insert(Arc::clone(&active));
     // Units before a failure are whole and valid, so they are applied as the scan finds them;
     // if the failure turns out to be corruption the open fails and the keydir is dropped.
@@ -269,15 +299,15 @@ fn recover_active(
                 reason: error.reason,
             });
         }
-        tracing::warn!(file_id = %id, offset = error.offset, reason = %error.reason,
+        tracing::warn!(file_id = %id, offset = error.unit_offset, reason = %error.reason,
             "truncating a torn tail from the active file");
         report.torn_tail = Some(TornTail {
             file_id: id,
-            offset: error.offset,
-            bytes_removed: len - error.offset,
+            offset: error.unit_offset,
+            bytes_removed: len - error.unit_offset,
             reason: error.reason,
         });
-        active.truncate(error.offset)?;
+        active.truncate(error.unit_offset)?;
     }
     Ok(active)
 }

@@ -19,6 +19,8 @@ pub(crate) struct Op<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ScanError {
     /// Offset of the unit that failed; everything before it was good.
+    pub(crate) unit_offset: u64,
+    /// Offset of the bad record: the unit's own, or one inside its batch.
     pub(crate) offset: u64,
     pub(crate) reason: Corruption,
     /// Where a record that follows the failed unit could start: just past the failed
@@ -46,13 +48,14 @@ pub(crate) fn scan_units<'a>(
     let mut offset = start as usize;
     let mut batch: Vec<Op<'a>> = Vec::new();
     while offset < bytes.len() {
-        let fail = |reason, resume_at: usize| ScanError {
-            offset: offset as u64,
+        let fail = |bad_at: usize, reason, resume_at: usize| ScanError {
+            unit_offset: offset as u64,
+            offset: bad_at as u64,
             reason,
             resume_at: resume_at as u64,
         };
         let record =
-            decode_record(&bytes[offset..]).map_err(|e| fail(corruption(e), offset + 1))?;
+            decode_record(&bytes[offset..]).map_err(|e| fail(offset, corruption(e), offset + 1))?;
         let record_len = record.len();
         match record.kind {
             RecordKind::Put | RecordKind::Tombstone => {
@@ -67,19 +70,19 @@ pub(crate) fn scan_units<'a>(
             }
             RecordKind::BatchBegin => {
                 let begin = BatchBegin::decode(record.value)
-                    .ok_or_else(|| fail(Corruption::BadBatch, offset + 1))?;
+                    .ok_or_else(|| fail(offset, Corruption::BadBatch, offset + 1))?;
                 let body_start = offset + record_len;
                 let body_end = body_start + begin.body_len as usize;
                 if body_end > bytes.len() {
-                    return Err(fail(Corruption::Truncated, bytes.len()));
+                    return Err(fail(offset, Corruption::Truncated, bytes.len()));
                 }
                 batch.clear();
                 let mut at = body_start;
                 while at < body_end {
                     let op = decode_record(&bytes[at..body_end])
-                        .map_err(|e| fail(corruption(e), body_end))?;
+                        .map_err(|e| fail(at, corruption(e), body_end))?;
                     if op.kind == RecordKind::BatchBegin {
-                        return Err(fail(Corruption::BadBatch, body_end));
+                        return Err(fail(at, Corruption::BadBatch, body_end));
                     }
                     batch.push(Op {
                         offset: at as u64,
@@ -88,7 +91,7 @@ pub(crate) fn scan_units<'a>(
                     at += op.len();
                 }
                 if batch.len() != begin.op_count as usize {
-                    return Err(fail(Corruption::BadBatch, body_end));
+                    return Err(fail(offset, Corruption::BadBatch, body_end));
                 }
                 on_unit(&batch, record_len as u64);
                 offset = body_end;
@@ -158,7 +161,7 @@ mod tests {
             let error =
                 scan_units(&whole[..cut], FILE_HEADER_LEN as u64, |_, _| units += 1).unwrap_err();
             assert_eq!(units, 1, "cut {cut}");
-            assert_eq!(error.offset, batch_at as u64);
+            assert_eq!(error.unit_offset, batch_at as u64);
             assert!(
                 !valid_record_after(&whole[..cut], error.resume_at),
                 "cut {cut}"
