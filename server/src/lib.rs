@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Most concurrent requests per connection.
     pub concurrency_per_connection: usize,
+    /// After the shutdown signal, how long connections may take to finish before the store
+    /// is closed regardless (acknowledged writes are durable either way).
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             tls: None,
             max_message_size: 64 << 20,
             concurrency_per_connection: 1024,
+            drain_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +105,22 @@ impl tonic::service::Interceptor for TokenCheck {
     }
 }
 
+/// Tonic reports a message over the size limit as `OUT_OF_RANGE`; Caskade promises
+/// `RESOURCE_EXHAUSTED` for every size limit, as gRPC's own implementations do. The services
+/// never return `OUT_OF_RANGE` themselves.
+fn size_limit_is_resource_exhausted(
+    mut response: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let status = response.headers().get("grpc-status");
+    if status.is_some_and(|s| s.as_bytes() == b"11") {
+        let code = i32::from(tonic::Code::ResourceExhausted).to_string();
+        if let Ok(value) = code.parse() {
+            response.headers_mut().insert("grpc-status", value);
+        }
+    }
+    response
+}
+
 /// Serves `store` on `listener` until `shutdown` completes, then drains and closes the store.
 ///
 /// # Errors
@@ -140,19 +160,33 @@ pub async fn run(
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
         )?;
     }
+    let mut draining = stop.subscribe();
+    let drain_timeout = config.drain_timeout;
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         let _ = stop.send(true);
     };
-    builder
+    let serve = builder
+        .layer(tower::util::MapResponseLayer::new(
+            size_limit_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(admin, check))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
-        .await?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    let deadline = async move {
+        let _ = draining.wait_for(|stop| *stop).await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = deadline => {
+            tracing::warn!(?drain_timeout, "connections still open after the drain timeout; closing the store");
+        }
+    }
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| {

@@ -246,6 +246,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {}", args.addr))?;
+    // Installed before the address is announced, so a signal sent as soon as a supervisor
+    // sees it is a clean stop rather than the default action (termination).
+    let shutdown = shutdown_signal()?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), "serving");
     // Scripts and tests read the bound address (the port may have been 0) from stdout.
     println!("listening on {}", listener.local_addr()?);
@@ -256,18 +259,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_size: args.max_message_size,
         ..ServerConfig::default()
     };
-    caskade_server::run(listener, store, config, shutdown_signal()).await?;
+    caskade_server::run(listener, store, config, shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler succeeds on Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+/// Installs SIGINT and SIGTERM handlers now; the future completes on either signal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 struct Client {
@@ -717,6 +723,8 @@ fn main() -> ExitCode {
         Command::Check { dir } => check(&dir),
         command => runtime.block_on(client(command)),
     };
+    // Blocking reads still feeding clients that went away must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     result.unwrap_or_else(|error| {
         eprintln!("{}", error_line(&error));
         ExitCode::FAILURE

@@ -77,6 +77,22 @@ fn target_stream(target: Option<&pb::read_request::Target>) -> Result<Option<Str
     }
 }
 
+/// Filters apply to `$all` only; one sent with a stream would silently do nothing.
+fn reject_stream_filter(filter: Option<&pb::Filter>) -> Result<(), Status> {
+    match filter {
+        Some(f)
+            if !f.stream_prefix.is_empty()
+                || !f.event_type_prefix.is_empty()
+                || !f.event_type_regex.is_empty() =>
+        {
+            Err(Status::invalid_argument(
+                "filters apply to `all` only, not to a stream",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::streams_server::Streams for StreamsService {
     async fn append(
@@ -141,6 +157,7 @@ impl pb::streams_server::Streams for StreamsService {
         let store = self.store.clone();
         let stream = if let Some(stream) = target_stream(request.target.as_ref())? {
             {
+                reject_stream_filter(request.filter.as_ref())?;
                 let read = ReadStream {
                     direction,
                     from: match from {
@@ -192,6 +209,7 @@ impl pb::streams_server::Streams for StreamsService {
         let from = request.from;
         let mut subscription = if let Some(stream) = target {
             {
+                reject_stream_filter(request.filter.as_ref())?;
                 let from = match from {
                     None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
                     Some(pb::subscribe_request::From::After(v)) => {
@@ -223,8 +241,14 @@ impl pb::streams_server::Streams for StreamsService {
             loop {
                 let message = tokio::select! {
                     message = subscription.next() => message,
-                    _ = shutdown.wait_for(|stop| *stop) => None,
-                    () = sender.closed() => None,
+                    _ = shutdown.wait_for(|stop| *stop) => {
+                        // Never waits: a stalled client must not hold up the shutdown.
+                        let _ = sender.try_send(Err(Status::unavailable(
+                            "the server is shutting down; subscribe again once it is back",
+                        )));
+                        return;
+                    }
+                    () = sender.closed() => return,
                 };
                 let Some(message) = message else { return };
                 let message = message
@@ -239,8 +263,9 @@ impl pb::streams_server::Streams for StreamsService {
                         }),
                     })
                     .map_err(store_status);
-                if sender.send(message).await.is_err() {
-                    return;
+                tokio::select! {
+                    sent = sender.send(message) => if sent.is_err() { return },
+                    _ = shutdown.wait_for(|stop| *stop) => return,
                 }
             }
         });

@@ -1,0 +1,790 @@
+//! The `caskade` binary as a user runs it: `caskade serve` as a child process on
+//! `127.0.0.1:0` (its address read from its first line of output), the client subcommands
+//! against it, checked on stdout, stderr and exit codes; the data-directory lock, SIGTERM,
+//! and the offline `check`, `merge` and `backup`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use caskade_eventstore::EventStore;
+use serde_json::Value;
+
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long any process may take before the test fails; only fires when something is wrong.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The binary, with no `CASKADE_*` variable of the environment leaking into it.
+fn caskade() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CASKADE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Sends `signal` (e.g. "-TERM") to process `pid` with the `kill` command.
+fn kill(signal: &str, pid: u32) -> TestResult {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    if !status.success() {
+        return Err(format!("kill {signal} {pid} failed: {status}").into());
+    }
+    Ok(())
+}
+
+/// Waits for `child` to exit and collects its output; kills it and fails after [`TIMEOUT`].
+fn wait_output(child: Child, what: &str) -> TestResult<Output> {
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    if let Ok(output) = receiver.recv_timeout(TIMEOUT) {
+        return Ok(output?);
+    }
+    let _ = kill("-KILL", pid);
+    Err(format!("`{what}` did not exit within {TIMEOUT:?}").into())
+}
+
+/// Runs `caskade ARGS` to completion.
+fn run(args: &[&str]) -> TestResult<Output> {
+    let child = caskade()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_output(child, &format!("caskade {}", args.join(" ")))
+}
+
+/// Runs `caskade ARGS`, expects success and an empty stderr, and returns stdout.
+fn ok(args: &[&str]) -> TestResult<String> {
+    let output = run(args)?;
+    let stdout = String::from_utf8(output.stdout)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    if !output.status.success() || !stderr.is_empty() {
+        return Err(format!(
+            "caskade {}: {}\nstdout: {stdout}\nstderr: {stderr}",
+            args.join(" "),
+            output.status
+        )
+        .into());
+    }
+    Ok(stdout)
+}
+
+/// Runs `caskade ARGS`, expects a failure reported as exactly one stderr line starting with
+/// `error:`, and returns that line.
+fn fails(args: &[&str]) -> TestResult<String> {
+    let output = run(args)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    let lines: Vec<&str> = stderr.lines().collect();
+    if output.status.success() || output.status.code().is_none() {
+        return Err(format!(
+            "caskade {} should fail with an exit code, got {}",
+            args.join(" "),
+            output.status
+        )
+        .into());
+    }
+    if lines.len() != 1 || !lines[0].starts_with("error: ") {
+        return Err(format!(
+            "caskade {}: expected one `error:` line on stderr, got {stderr:?}",
+            args.join(" ")
+        )
+        .into());
+    }
+    Ok(lines[0].to_owned())
+}
+
+/// Parses each line of `stdout` as JSON.
+fn json_lines(stdout: &str) -> TestResult<Vec<Value>> {
+    Ok(stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+/// A `caskade serve` child process.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    /// Its stderr (the log), in a file so that it can never fill a pipe.
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `caskade serve --data-dir DIR --addr 127.0.0.1:0 --sync never EXTRA...` and
+    /// reads the bound address from its first line of output.
+    fn start(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> TestResult<Server> {
+        let log = log_dir.join(format!("serve-{}.log", std::fs::read_dir(log_dir)?.count()));
+        let mut child = caskade()
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--sync",
+                "never",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("stdout is piped")?;
+        let (sender, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = sender.send(reader.read_line(&mut line).map(|_| line));
+            // Keep draining, so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            log,
+        };
+        let line = receiver
+            .recv_timeout(TIMEOUT)
+            .map_err(|_| "the server printed no address")??;
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("unexpected first line {line:?}; log: {}", server.log_text()))?;
+        addr.parse::<std::net::SocketAddr>()?;
+        server.addr = addr.to_owned();
+        Ok(server)
+    }
+
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    fn terminate(mut self) -> TestResult<ExitStatus> {
+        let child = self.child.take().ok_or("already stopped")?;
+        kill("-TERM", child.id())?;
+        Ok(wait_output(child, "caskade serve after SIGTERM")?.status)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn kv_commands_put_get_del_and_keys() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+
+    assert_eq!(ok(&["put", "--addr", addr, "color", "blue"])?, "OK\n");
+    assert_eq!(ok(&["put", "--addr", addr, "colour", "red"])?, "OK\n");
+    assert_eq!(ok(&["put", "--addr", addr, "size", "xl"])?, "OK\n");
+    assert_eq!(ok(&["put", "--addr", addr, "color", "green"])?, "OK\n");
+    assert_eq!(ok(&["get", "--addr", addr, "color"])?, "green\n");
+
+    let mut keys: Vec<String> = ok(&["keys", "--addr", addr])?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["color", "colour", "size"]);
+    let mut prefixed: Vec<String> = ok(&["keys", "--addr", addr, "col"])?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    prefixed.sort();
+    assert_eq!(prefixed, ["color", "colour"]);
+
+    assert_eq!(ok(&["del", "--addr", addr, "color"])?, "OK\n");
+    let missing = fails(&["get", "--addr", addr, "color"])?;
+    assert!(missing.contains("not found"), "{missing}");
+    assert_eq!(ok(&["keys", "--addr", addr, "col"])?, "colour\n");
+    // Via the environment, as scripts would.
+    let output = caskade()
+        .args(["get", "size"])
+        .env("CASKADE_ADDR", addr)
+        .output()?;
+    assert!(output.status.success());
+    assert_eq!(output.stdout, b"xl\n");
+    Ok(())
+}
+
+/// Splits a command line on whitespace (the tests' arguments hold no spaces).
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// One field of each JSON line of `stdout`.
+fn field(stdout: &str, name: &str) -> TestResult<Vec<Value>> {
+    Ok(json_lines(stdout)?
+        .iter()
+        .map(|e| e[name].clone())
+        .collect())
+}
+
+#[test]
+fn append_read_streams_and_delete_commands() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    let append = |stream: &str, n: u64, expected: &str| -> TestResult<Value> {
+        let line = format!(
+            r#"append --addr {addr} {stream} --type Counted --data {{"n":{n}}} --expected-version {expected}"#
+        );
+        Ok(serde_json::from_str(ok(&words(&line))?.trim_end())?)
+    };
+
+    let first = append("orders", 0, "no-stream")?;
+    assert_eq!(
+        first,
+        serde_json::json!({"next_expected_version": 0, "position": 0})
+    );
+    assert_eq!(append("orders", 1, "0")?["next_expected_version"], 1);
+    assert_eq!(append("orders", 2, "exists")?["next_expected_version"], 2);
+    assert_eq!(append("orders", 3, "any")?["next_expected_version"], 3);
+    assert_eq!(append("other", 0, "any")?["position"], 4);
+
+    let events = json_lines(&ok(&["read", "--addr", addr, "orders"])?)?;
+    let ns: Vec<_> = events.iter().map(|e| e["data"]["n"].clone()).collect();
+    assert_eq!(ns, [0, 1, 2, 3]);
+    for (version, event) in events.iter().enumerate() {
+        assert_eq!(event["version"], version);
+        assert_eq!(event["stream"], "orders");
+        assert_eq!(event["type"], "Counted");
+        assert!(
+            event["id"].as_str().is_some_and(|id| id.len() == 36),
+            "{event}"
+        );
+    }
+    let read = |options: &str| ok(&words(&format!("read --addr {addr} {options}")));
+    assert_eq!(
+        field(&read("orders --from 1 --count 2")?, "version")?,
+        [1, 2]
+    );
+    assert_eq!(
+        field(&read("orders --backwards --count 3")?, "version")?,
+        [3, 2, 1]
+    );
+    assert_eq!(field(&read("$all")?, "position")?, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        field(&read("$all --from 3 --backwards")?, "position")?,
+        [3, 2, 1, 0]
+    );
+    assert_eq!(
+        field(&read("$all --from 2 --count 2")?, "stream")?,
+        ["orders", "orders"]
+    );
+
+    assert_eq!(
+        ok(&["streams", "--addr", addr])?,
+        "orders\t3\tlive\nother\t0\tlive\n"
+    );
+    assert_eq!(ok(&["delete", "--addr", addr, "other"])?, "OK\n");
+    assert_eq!(
+        ok(&["streams", "--addr", addr])?,
+        "orders\t3\tlive\nother\t0\tdeleted\n"
+    );
+    assert_eq!(ok(&["read", "--addr", addr, "other"])?, "");
+    Ok(())
+}
+
+#[test]
+fn failed_appends_print_one_error_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    let append = |options: &str| format!("append --addr {addr} orders --type T {options}");
+    ok(&words(&append("--data {} --expected-version no-stream")))?;
+    ok(&words(&append("--data {}")))?;
+
+    let conflict = fails(&words(&append("--data {} --expected-version 0")))?;
+    assert!(
+        conflict.contains("expected 0") && conflict.contains("actual 1"),
+        "{conflict}"
+    );
+    assert!(conflict.contains("FailedPrecondition"), "{conflict}");
+    let bad_json = fails(&words(&append("--data {nope")))?;
+    assert!(bad_json.contains("JSON"), "{bad_json}");
+    let bad_version = fails(&words(&append("--data {} --expected-version soon")))?;
+    assert!(bad_version.contains("--expected-version"), "{bad_version}");
+    let reserved = fails(&words(&format!(
+        "append --addr {addr} $all --type T --data {{}}"
+    )))?;
+    assert!(reserved.contains("InvalidArgument"), "{reserved}");
+    assert_eq!(
+        field(
+            &ok(&words(&format!("read --addr {addr} orders")))?,
+            "version"
+        )?,
+        [0, 1]
+    );
+    Ok(())
+}
+
+#[test]
+fn subscribe_prints_stored_then_live_events() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    ok(&[
+        "append",
+        "--addr",
+        addr,
+        "feed",
+        "--type",
+        "Old",
+        "--data",
+        r#"{"n":0}"#,
+    ])?;
+
+    let mut subscriber = caskade()
+        .args(["subscribe", "--addr", addr, "feed"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = subscriber.stdout.take().ok_or("stdout is piped")?;
+    let mut stderr = subscriber.stderr.take().ok_or("stderr is piped")?;
+    let (lines, received) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_event = || -> TestResult<Value> {
+        let line = received
+            .recv_timeout(TIMEOUT)
+            .map_err(|_| "no line from `caskade subscribe`")??;
+        Ok(serde_json::from_str(&line)?)
+    };
+
+    let old = next_event()?;
+    assert_eq!(
+        (old["type"].clone(), old["version"].clone()),
+        ("Old".into(), 0.into())
+    );
+    // Appended by another process while the subscription is live.
+    ok(&[
+        "append",
+        "--addr",
+        addr,
+        "elsewhere",
+        "--type",
+        "Noise",
+        "--data",
+        "{}",
+    ])?;
+    ok(&[
+        "append",
+        "--addr",
+        addr,
+        "feed",
+        "--type",
+        "New",
+        "--data",
+        r#"{"n":1}"#,
+    ])?;
+    let new = next_event()?;
+    assert_eq!(
+        (
+            new["type"].clone(),
+            new["version"].clone(),
+            new["data"]["n"].clone()
+        ),
+        ("New".into(), 1.into(), 1.into())
+    );
+
+    subscriber.kill()?;
+    subscriber.wait()?;
+    let mut messages = String::new();
+    stderr.read_to_string(&mut messages)?;
+    assert!(messages.contains("caught up"), "{messages:?}");
+
+    // `$all` from after a position.
+    let mut from = caskade()
+        .args(["subscribe", "--addr", addr, "$all", "--from", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut reader = BufReader::new(from.stdout.take().ok_or("stdout is piped")?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    from.kill()?;
+    from.wait()?;
+    let first: Value = serde_json::from_str(&first)?;
+    assert_eq!(
+        (first["position"].clone(), first["type"].clone()),
+        (1.into(), "Noise".into())
+    );
+    Ok(())
+}
+
+#[test]
+fn admin_commands_merge_backup_and_stats() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let backups = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    for n in 0..3 {
+        ok(&[
+            "append",
+            "--addr",
+            addr,
+            "s",
+            "--type",
+            "E",
+            "--data",
+            &format!("{n}"),
+        ])?;
+        ok(&["put", "--addr", addr, "k", &format!("value {n}")])?;
+    }
+
+    let stats: Value = serde_json::from_str(ok(&["stats", "--addr", addr])?.trim_end())?;
+    assert_eq!(stats["streams"], 1);
+    assert_eq!(stats["committed_position"], 3);
+    // 3 events, 3 `$all` entries, the head, one key.
+    assert_eq!(stats["live_keys"], 8);
+    assert!(
+        stats["dead_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{stats}"
+    );
+
+    let merged = ok(&["merge", "--addr", addr])?;
+    assert!(merged.starts_with("merged "), "{merged}");
+    let after: Value = serde_json::from_str(ok(&["stats", "--addr", addr])?.trim_end())?;
+    assert_eq!(after["live_keys"], 8);
+    assert_eq!(after["dead_bytes"], 0, "{after}");
+
+    let dest = backups.path().join("copy");
+    let dest_text = dest.to_str().ok_or("temp paths are UTF-8")?;
+    let backed_up = ok(&["backup", "--addr", addr, dest_text])?;
+    assert!(backed_up.starts_with("backed up "), "{backed_up}");
+    let again = fails(&["backup", "--addr", addr, dest_text])?;
+    assert!(again.contains("AlreadyExists"), "{again}");
+    let copy = EventStore::open(&dest, caskade_eventstore::Options::default())?;
+    assert_eq!(copy.read_stream_to_vec("s")?.len(), 3);
+    assert_eq!(copy.kv().get(b"k")?, Some(b"value 2".to_vec()));
+    copy.close()?;
+    assert_eq!(ok(&["get", "--addr", addr, "k"])?, "value 2\n");
+    Ok(())
+}
+
+#[test]
+fn a_port_with_no_server_is_one_error_line() -> TestResult {
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.to_string()
+    };
+    let line = fails(&["get", "--addr", &addr, "k"])?;
+    assert!(line.contains(&addr), "names the address: {line}");
+    fails(&["streams", "--addr", &addr])?;
+    fails(&["read", "--addr", &addr, "$all"])?;
+    Ok(())
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_fails_at_once_naming_the_lock() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    ok(&["put", "--addr", server.addr(), "k", "v"])?;
+
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    let output = run(&["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"])?;
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "it never listened");
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("locked"),
+        "{stderr:?}"
+    );
+    // The offline tools refuse a running store too.
+    assert!(fails(&["check", data_dir])?.contains("locked"));
+    assert!(fails(&["merge", data_dir])?.contains("locked"));
+    // The first server is unharmed.
+    assert_eq!(ok(&["get", "--addr", server.addr(), "k"])?, "v\n");
+    Ok(())
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_the_offline_tools_work() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let backups = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr().to_owned();
+    // The first record of the data file: one put with a 200-byte value.
+    ok(&["put", "--addr", &addr, "big", &"v".repeat(200)])?;
+    for n in 0..20 {
+        ok(&[
+            "append",
+            "--addr",
+            &addr,
+            &format!("s-{}", n % 3),
+            "--type",
+            "E",
+            "--data",
+            &format!("{n}"),
+        ])?;
+    }
+    ok(&["put", "--addr", &addr, "big", "overwritten"])?;
+
+    let log = server.log_text();
+    let status = server.terminate()?;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM is a clean stop: {status}; log: {log}"
+    );
+
+    let checked = ok(&["check", data_dir])?;
+    assert!(
+        checked.starts_with("checked ") && checked.trim_end().ends_with(": 0 problems"),
+        "{checked}"
+    );
+    let dest = backups.path().join("offline");
+    let dest_text = dest.to_str().ok_or("temp paths are UTF-8")?;
+    assert!(ok(&["backup", data_dir, dest_text])?.starts_with("backed up "));
+    assert!(ok(&["merge", data_dir])?.starts_with("merged "));
+    assert!(
+        ok(&["check", data_dir])?
+            .trim_end()
+            .ends_with(": 0 problems")
+    );
+    assert!(
+        fails(&[
+            "merge",
+            backups.path().join("missing").to_str().ok_or("utf-8")?
+        ])?
+        .starts_with("error: ")
+    );
+
+    // Everything acknowledged is there, in the store and in its backup.
+    for path in [dir.path(), dest.as_path()] {
+        let store = EventStore::open(path, caskade_eventstore::Options::default())?;
+        let counts: Vec<usize> = (0..3)
+            .map(|s| store.read_stream_to_vec(&format!("s-{s}")).map(|e| e.len()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(counts, [7, 7, 6], "{}", path.display());
+        assert_eq!(store.committed_position().0, 20);
+        assert_eq!(store.kv().get(b"big")?, Some(b"overwritten".to_vec()));
+        store.close()?;
+    }
+
+    // Corrupt the backup: flip a byte in the middle of the first record of its first data
+    // file, which valid records follow.
+    corrupt_first_record(&dest)?;
+    let output = run(&["check", dest_text])?;
+    assert_eq!(output.status.code(), Some(1), "check fails on corruption");
+    let problems = String::from_utf8(output.stderr)?;
+    assert!(problems.contains("corrupt"), "{problems:?}");
+    let summary = String::from_utf8(output.stdout)?;
+    assert!(!summary.trim_end().ends_with(": 0 problems"), "{summary}");
+    Ok(())
+}
+
+/// Flips one byte in the middle of the first record of the lowest-numbered data file in
+/// `dir` (layout in `engine/FORMAT.md`: a 16-byte file header, then records with a 19-byte
+/// header whose key length is at offset 13 and value length at offset 15).
+fn corrupt_first_record(dir: &Path) -> TestResult {
+    const FILE_HEADER: usize = 16;
+    const RECORD_HEADER: usize = 19;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "data"));
+    files.sort();
+    let path = files.first().ok_or("a backup has a data file")?;
+    let mut bytes = std::fs::read(path)?;
+    let record = &bytes[FILE_HEADER..];
+    let key_len = usize::from(u16::from_le_bytes([record[13], record[14]]));
+    let value_len = u32::from_le_bytes([record[15], record[16], record[17], record[18]]) as usize;
+    let len = RECORD_HEADER + key_len + value_len;
+    assert!(
+        bytes.len() > FILE_HEADER + len,
+        "records follow the first one"
+    );
+    bytes[FILE_HEADER + len / 2] ^= 0x40;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn append_with_an_id_is_idempotent_and_a_bad_id_is_an_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    let id = "1b4e28ba-2fa1-11d2-883f-0016cb5ab4a3";
+    let args = [
+        "append",
+        "--addr",
+        addr,
+        "pay",
+        "--type",
+        "Paid",
+        "--data",
+        "{}",
+        "--id",
+        id,
+        "--expected-version",
+        "no-stream",
+    ];
+    let first = ok(&args)?;
+    // A retry after a lost reply: same id, same expected version, same answer.
+    assert_eq!(ok(&args)?, first);
+    let events = json_lines(&ok(&["read", "--addr", addr, "pay"])?)?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], id);
+
+    let bad = fails(&[
+        "append", "--addr", addr, "pay", "--type", "Paid", "--data", "{}", "--id", "nope",
+    ])?;
+    assert!(bad.contains("InvalidArgument"), "{bad}");
+    Ok(())
+}
+
+#[test]
+fn token_and_tls_flags_secure_the_server() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let certs = tempfile::tempdir()?;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    let cert_text = cert.to_str().ok_or("temp paths are UTF-8")?;
+    let key_text = key.to_str().ok_or("temp paths are UTF-8")?;
+    let server = Server::start(
+        dir.path(),
+        logs.path(),
+        &[
+            "--token",
+            "t0ken",
+            "--tls-cert",
+            cert_text,
+            "--tls-key",
+            key_text,
+        ],
+    )?;
+    let addr = server.addr();
+    let secure = ["--addr", addr, "--token", "t0ken", "--tls-ca", cert_text];
+
+    assert_eq!(ok(&[&["put"][..], &secure, &["k", "v"]].concat())?, "OK\n");
+    assert_eq!(ok(&[&["get"][..], &secure, &["k"]].concat())?, "v\n");
+    // Token from the environment.
+    let output = caskade()
+        .args(["get", "--addr", addr, "--tls-ca", cert_text, "k"])
+        .env("CASKADE_TOKEN", "t0ken")
+        .output()?;
+    assert_eq!(output.stdout, b"v\n", "{output:?}");
+
+    let no_token = fails(&["get", "--addr", addr, "--tls-ca", cert_text, "k"])?;
+    assert!(no_token.contains("Unauthenticated"), "{no_token}");
+    let wrong_token = fails(&[
+        "get", "--addr", addr, "--tls-ca", cert_text, "--token", "x", "k",
+    ])?;
+    assert!(wrong_token.contains("Unauthenticated"), "{wrong_token}");
+    // Plaintext to a TLS server gets no answer.
+    fails(&["get", "--addr", addr, "--token", "t0ken", "k"])?;
+    // A certificate for another name is refused.
+    fails(&[&["get"][..], &secure, &["--tls-domain", "example.com", "k"]].concat())?;
+    Ok(())
+}
+
+#[test]
+fn bad_serve_settings_fail_at_once_with_one_error_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    let sync = fails(&[
+        "serve",
+        "--data-dir",
+        data_dir,
+        "--addr",
+        "127.0.0.1:0",
+        "--sync",
+        "sometimes",
+    ])?;
+    assert!(sync.contains("--sync"), "{sync}");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory")?;
+    let file_text = file.to_str().ok_or("temp paths are UTF-8")?;
+    let not_dir = fails(&["serve", "--data-dir", file_text, "--addr", "127.0.0.1:0"])?;
+    assert!(not_dir.contains("not a directory"), "{not_dir}");
+    let missing_key = dir.path().join("missing.pem");
+    let missing_text = missing_key.to_str().ok_or("temp paths are UTF-8")?;
+    let tls = fails(&[
+        "serve",
+        "--data-dir",
+        data_dir,
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing_text,
+        "--tls-key",
+        missing_text,
+    ])?;
+    assert!(tls.contains("missing.pem"), "{tls}");
+    // None of them left a lock behind: a server starts on that directory now.
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    assert_eq!(ok(&["put", "--addr", server.addr(), "k", "v"])?, "OK\n");
+    assert_eq!(server.terminate()?.code(), Some(0));
+    Ok(())
+}
+
+#[test]
+fn sigterm_as_soon_as_the_server_says_it_listens_is_a_clean_stop() -> TestResult {
+    // A supervisor may stop a server the moment it reports its address; that must be the
+    // same clean stop (exit 0, store closed) as later.
+    // Several times over the same directory: each start must find the store closed.
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    for start in 0..5 {
+        let server = Server::start(dir.path(), logs.path(), &[])?;
+        let log = logs.path().join(format!("serve-{start}.log"));
+        let status = server.terminate()?;
+        let log = std::fs::read_to_string(log)?;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "start {start}: {status}; log: {log}"
+        );
+        assert!(log.contains("store synced and closed"), "{log}");
+    }
+    Ok(())
+}
