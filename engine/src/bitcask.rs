@@ -17,10 +17,10 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::mem;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
@@ -77,7 +77,9 @@ pub(crate) struct Inner {
     pub(crate) files: ArcSwap<FileSet>,
     pub(crate) writer: Mutex<Writer>,
     commit: Mutex<CommitState>,
-    committed: Condvar,
+    /// Waiters of even and odd sync generations; see `wait_durable`.
+    committed: [Condvar; 2],
+    group: GroupStats,
     poisoned: AtomicBool,
     closed: AtomicBool,
     /// Held for the whole of a merge or backup: at most one runs, and neither sees the other
@@ -139,11 +141,31 @@ impl PendingOp {
     }
 }
 
+/// What the last group commit looked like, so the next syncer can wait for stragglers.
+#[derive(Default)]
+struct GroupStats {
+    /// Batches the last sync covered.
+    last_size: AtomicUsize,
+    /// How long the last `fdatasync` took.
+    last_sync_nanos: AtomicU64,
+    /// Batches submitted and not yet taken by a syncer.
+    pending: AtomicUsize,
+}
+
+/// The longest a syncer waits for more batches to join its group.
+const MAX_GATHER: Duration = Duration::from_micros(500);
+
 #[derive(Default)]
 struct CommitState {
     /// Every batch with a sequence number up to this one is durable and published.
     durable_seq: u64,
+    /// Whether a leader is running a sync.
     syncing: bool,
+    /// The number of the sync running, or of the last one.
+    generation: u64,
+    /// The last sequence number the running sync covers; `None` until it has taken the
+    /// pending batches (every batch submitted before then is covered).
+    covered_upto: Option<u64>,
 }
 
 /// Wakes the background threads: on rotation, on close, and on their own timers.
@@ -253,7 +275,8 @@ impl Bitcask {
                 pending: Vec::new(),
             }),
             commit: Mutex::new(CommitState::default()),
-            committed: Condvar::new(),
+            committed: [Condvar::new(), Condvar::new()],
+            group: GroupStats::default(),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             merge_lock: Mutex::new(()),
@@ -645,6 +668,7 @@ impl Inner {
         let unit = encode_unit(&mut writer, batch, timestamp_micros, encoded_len);
         if self.options.sync == SyncPolicy::Always {
             writer.pending.push(unit);
+            self.group.pending.fetch_add(1, Ordering::Relaxed);
         } else {
             self.publish(&unit)?;
             if writer.buf.len() >= self.options.write_buffer_size {
@@ -685,6 +709,13 @@ impl Inner {
 
     /// Waits until batch `seq` is durable and published, syncing on behalf of every waiter
     /// if no one else is.
+    ///
+    /// Syncs are numbered in generations. A waiter whose batch the sync in progress will
+    /// cover (it was submitted before that sync took the pending batches) sleeps on that
+    /// generation's condition variable; any other waiter is covered by the next sync and
+    /// sleeps on the other one. A finished sync wakes all of its own waiters and exactly one
+    /// of the next generation's, which leads that sync; the rest sleep on until it ends.
+    /// So no writer is woken just to find its batch still pending.
     fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut commit = self.commit.lock();
         loop {
@@ -695,37 +726,77 @@ impl Inner {
                 return Err(Error::Poisoned);
             }
             if commit.syncing {
-                self.committed.wait(&mut commit);
+                let covered = commit.covered_upto.is_none_or(|upto| seq <= upto);
+                let generation = commit.generation + u64::from(!covered);
+                self.committed[generation as usize % 2].wait(&mut commit);
                 continue;
             }
             commit.syncing = true;
-            let synced = parking_lot::MutexGuard::unlocked(&mut commit, || self.sync_and_publish());
+            commit.generation += 1;
+            commit.covered_upto = None;
+            let generation = commit.generation;
+            let synced = self.lead_sync(&mut commit);
             commit.syncing = false;
-            self.committed.notify_all();
             match synced {
-                Ok(upto) => commit.durable_seq = commit.durable_seq.max(upto),
-                Err(error) => return Err(error),
+                Ok(upto) => {
+                    commit.durable_seq = commit.durable_seq.max(upto);
+                    self.committed[generation as usize % 2].notify_all();
+                    self.committed[(generation as usize + 1) % 2].notify_one();
+                }
+                Err(error) => {
+                    for condvar in &self.committed {
+                        condvar.notify_all();
+                    }
+                    return Err(error);
+                }
             }
         }
     }
 
-    /// Writes the buffer, syncs the active file and publishes every batch it covered.
-    /// Returns the last sequence number now durable.
-    fn sync_and_publish(&self) -> Result<u64> {
+    /// When the last group held several batches, gives the writers it woke a moment to submit
+    /// again before this sync takes the pending batches: without it the first writer back
+    /// syncs alone and groups alternate between one batch and many. A lone writer never
+    /// waits.
+    fn gather(&self) {
+        let wanted = self.group.last_size.load(Ordering::Relaxed);
+        if wanted <= 1 {
+            return;
+        }
+        let window = Duration::from_nanos(self.group.last_sync_nanos.load(Ordering::Relaxed) / 4);
+        let deadline = Instant::now() + window.min(MAX_GATHER);
+        while self.group.pending.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The leader's part of a group commit: gathers stragglers, takes every pending batch
+    /// (recording what it covers while holding the commit lock, so waiters can tell whether
+    /// this sync is theirs), syncs and publishes with the commit lock released. Returns the
+    /// last sequence number now durable.
+    fn lead_sync(&self, commit: &mut parking_lot::MutexGuard<'_, CommitState>) -> Result<u64> {
+        parking_lot::MutexGuard::unlocked(commit, || self.gather());
         let (file, pending, upto) = {
             let mut writer = self.writer.lock();
             self.flush(&mut writer)?;
+            self.group.pending.store(0, Ordering::Relaxed);
             (
                 Arc::clone(&writer.active),
                 mem::take(&mut writer.pending),
                 writer.next_seq - 1,
             )
         };
-        file.sync().map_err(|e| self.poison(Error::Io(e)))?;
-        for unit in &pending {
-            self.publish(unit)?;
-        }
-        Ok(upto)
+        commit.covered_upto = Some(upto);
+        parking_lot::MutexGuard::unlocked(commit, || {
+            let started = Instant::now();
+            file.sync().map_err(|e| self.poison(Error::Io(e)))?;
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.group.last_sync_nanos.store(took, Ordering::Relaxed);
+            self.group.last_size.store(pending.len(), Ordering::Relaxed);
+            for unit in &pending {
+                self.publish(unit)?;
+            }
+            Ok(upto)
+        })
     }
 
     /// Waits until every batch up to `seq` is in the keydir (under `Interval` and `Never`
