@@ -1,6 +1,8 @@
 //! `caskade`: the server (`caskade serve`), a command-line client in the spirit of
 //! `GoCask`'s `gccli`, and offline tools for a stopped store's data directory.
 
+mod bench;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +137,19 @@ enum Command {
     Stats {
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Drive a running server with a benchmark suite: durable appends from 1, 16 and 64
+    /// clients, batches of 100 and 1,000, stream and `$all` reads, and live-subscription
+    /// latency. Prints throughput and p50/p99/p99.9 latencies.
+    Bench {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Concurrent clients for the single-event append runs, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Calls per append run (split across clients), and events in the read stream.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
     },
     /// Verify every record of a stopped store; exits non-zero on any problem.
     Check {
@@ -281,7 +296,7 @@ struct Client {
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
-type Authed = tonic::service::interceptor::InterceptedService<
+pub(crate) type Authed = tonic::service::interceptor::InterceptedService<
     Channel,
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
 >;
@@ -656,6 +671,18 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 "backed up {} data files and {} hint files ({} bytes)",
                 report.data_files, report.hint_files, report.bytes
             ))?;
+        }
+        Command::Bench {
+            client,
+            clients,
+            events,
+        } => {
+            if clients.is_empty() || clients.contains(&0) || events == 0 {
+                bail!("--clients needs numbers above 0 and --events must be above 0");
+            }
+            let connect =
+                async || -> anyhow::Result<_> { Ok(Client::connect(&client).await?.streams()) };
+            bench::run_suite(connect, &clients, events).await?;
         }
         Command::Stats { client } => {
             let stats = Client::connect(&client)

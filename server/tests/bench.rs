@@ -1,0 +1,74 @@
+//! `caskade bench` as a process against a real server: every workload runs and reports.
+
+mod common;
+
+use common::{TestResult, TestServer, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let addr = server.addr().to_string();
+    let output = within(
+        "caskade bench",
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_caskade"))
+                .args([
+                    "bench",
+                    "--addr",
+                    &addr,
+                    "--clients",
+                    "1,3",
+                    "--events",
+                    "60",
+                ])
+                .output()
+        }),
+    )
+    .await???;
+    let stdout = String::from_utf8(output.stdout)?;
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let workloads = [
+        "append 1 event         clients   1",
+        "append 1 event         clients   3",
+        "append 100 events",
+        "append 1000 events",
+        "read stream",
+        "read $all",
+        "subscribe ack->event",
+    ];
+    assert_eq!(lines.len(), workloads.len(), "{stdout}");
+    for (line, workload) in lines.iter().zip(workloads) {
+        assert!(
+            line.starts_with(workload),
+            "{line:?} should start with {workload:?}"
+        );
+        assert!(
+            line.contains("events/s") && line.contains("p99.9"),
+            "{line}"
+        );
+    }
+    // The appends really happened: 60 single events per client count, then 100 and 1,000
+    // per batch run (at least one call each), then the 60-event read stream.
+    let read_stream = lines[4];
+    assert!(!read_stream.contains(" 0 events/s"), "{read_stream}");
+    server.stop().await?;
+    Ok(())
+}
+
+#[test]
+fn bench_refuses_zero_clients_with_one_error_line() -> TestResult {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_caskade"))
+        .args(["bench", "--addr", "127.0.0.1:9", "--clients", "0"])
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    Ok(())
+}
