@@ -164,8 +164,8 @@ pub(crate) async fn appends(
     })
 }
 
-/// Reads a whole stream (or `$all` when `stream` is `None`), recording the time to each
-/// message as its latency.
+/// Reads a whole stream (or `$all` when `stream` is `None`), recording the time between
+/// messages (each a batch of events) as the latency.
 async fn read(
     client: &mut Streams,
     stream: Option<String>,
@@ -187,7 +187,7 @@ async fn read(
     let mut messages = client.read(request).await?.into_inner();
     let mut events = 0;
     let mut last = Instant::now();
-    while messages.message().await?.is_some() {
+    while let Some(message) = messages.message().await? {
         let now = Instant::now();
         latency.record(
             u64::try_from((now - last).as_micros())
@@ -195,7 +195,7 @@ async fn read(
                 .max(1),
         )?;
         last = now;
-        events += 1;
+        events += message.events.len() as u64;
     }
     Ok(Figures {
         workload: workload.to_owned(),

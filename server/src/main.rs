@@ -569,8 +569,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             while let Some(message) = events.message().await? {
-                if let Some(event) = message.event {
-                    print_line(&event_json(&event))?;
+                for event in &message.events {
+                    print_line(&event_json(event))?;
                 }
             }
         }

@@ -7,8 +7,8 @@
 use std::pin::Pin;
 
 use caskade_eventstore::{
-    Direction, EventStore, Position, ReadAll, ReadFrom, ReadStream, StreamVersion, SubscribeFrom,
-    SubscriptionMessage,
+    Direction, EventStore, Position, ReadAll, ReadFrom, ReadStream, RecordedEvent, StreamVersion,
+    SubscribeFrom, SubscriptionMessage,
 };
 use caskade_proto::v1 as pb;
 use futures_core::Stream;
@@ -32,6 +32,43 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| join_status(&e))?
+}
+
+/// Events per read message at most.
+const READ_BATCH_EVENTS: usize = 512;
+/// Bytes of event payload per read message, roughly, at most (one larger event still goes
+/// alone).
+const READ_BATCH_BYTES: usize = 1 << 20;
+
+/// Groups read events into messages; an error ends the read after the events before it.
+fn batched(
+    mut events: impl Iterator<Item = caskade_eventstore::Result<RecordedEvent>>,
+) -> impl Iterator<Item = Result<pb::ReadResponse, Status>> {
+    let mut failed: Option<Status> = None;
+    std::iter::from_fn(move || {
+        if let Some(error) = failed.take() {
+            return Some(Err(error));
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for event in events.by_ref() {
+            match event {
+                Ok(event) => {
+                    bytes += event.data.len() + event.metadata.len() + event.event_type.len();
+                    batch.push(convert::recorded(event));
+                    if batch.len() >= READ_BATCH_EVENTS || bytes >= READ_BATCH_BYTES {
+                        break;
+                    }
+                }
+                Err(error) if batch.is_empty() => return Some(Err(store_status(error))),
+                Err(error) => {
+                    failed = Some(store_status(error));
+                    break;
+                }
+            }
+        }
+        (!batch.is_empty()).then_some(Ok(pb::ReadResponse { events: batch }))
+    })
 }
 
 /// Drains `items` on a blocking thread into a bounded channel streamed to the client.
@@ -147,13 +184,6 @@ impl pb::streams_server::Streams for StreamsService {
         } else {
             request.max_count
         };
-        let to_message = |event: caskade_eventstore::Result<_>| {
-            event
-                .map(|event| pb::ReadResponse {
-                    event: Some(convert::recorded(event)),
-                })
-                .map_err(store_status)
-        };
         let store = self.store.clone();
         let stream = if let Some(stream) = target_stream(request.target.as_ref())? {
             {
@@ -170,7 +200,7 @@ impl pb::streams_server::Streams for StreamsService {
                 let events =
                     blocking(move || store.read_stream(&stream, read).map_err(store_status))
                         .await?;
-                stream_blocking(events.map(to_message))
+                stream_blocking(batched(events))
             }
         } else {
             {
@@ -184,7 +214,7 @@ impl pb::streams_server::Streams for StreamsService {
                     max_count,
                     filter: convert::filter(request.filter)?,
                 };
-                stream_blocking(store.read_all(read).map(to_message))
+                stream_blocking(batched(store.read_all(read)))
             }
         };
         Ok(Response::new(stream))

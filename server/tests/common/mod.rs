@@ -282,7 +282,10 @@ pub(crate) async fn read(
         let mut messages = client.read(request).await?.into_inner();
         let mut events = Vec::new();
         while let Some(message) = messages.message().await? {
-            events.push(message.event.ok_or("a read message without an event")?);
+            if message.events.is_empty() {
+                return Err("a read message without events".into());
+            }
+            events.extend(message.events);
         }
         Ok(events)
     })
