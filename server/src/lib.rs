@@ -176,7 +176,7 @@ pub async fn run(
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(admin, check))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
     let deadline = async move {
         let _ = draining.wait_for(|stop| *stop).await;
         tokio::time::sleep(drain_timeout).await;
