@@ -1,15 +1,18 @@
-//! `caskade bench`: a load generator that drives a running server over gRPC.
+//! `caskade bench`: a load generator that drives a running server over gRPC, and optionally
+//! `UmaDB` (another Rust event store with a gRPC API) with the same workloads in the same run.
 //!
 //! Workloads, each over fresh streams named `bench-<run>-...` so runs never collide:
-//! - `append`: durable appends of one event per call with an exact expected version, from
+//! - `append`: durable appends of one event per call with an expected-version check, from
 //!   N concurrent clients (each its own connection and stream);
-//! - `batch`: appends of `--batch` events per call;
-//! - `read-stream`: reading one stream of `--events` events from start to end;
-//! - `read-all`: reading `$all` from the start;
-//! - `subscribe`: a live `$all` subscriber while one client appends single events, measuring
-//!   the time from an append's acknowledgement to the subscriber receiving that event.
+//! - `append N events`: appends of 100 and of 1,000 events per call;
+//! - `read stream`: reading one stream of `--events` events from start to end;
+//! - `read $all`: reading the whole log from the start;
+//! - `subscribe`: a live subscriber while one client appends single events, measuring the
+//!   time from an append's acknowledgement to the subscriber receiving that event.
 //!
-//! Each prints throughput and the p50/p99/p99.9 latency of its calls (hdrhistogram).
+//! On `UmaDB` a stream is a tag, and the expected-version check is its append condition: fail
+//! if any event with the stream's tag exists after the position of the stream's last event.
+//! Each workload prints throughput and the p50/p99/p99.9 latency of its calls (hdrhistogram).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -20,7 +23,170 @@ use anyhow::{Context, bail};
 use caskade_proto::v1 as pb;
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+/// The `UmaDB` protocol, compiled from the vendored `proto/umadb/v1/umadb.proto`.
+pub(crate) mod umadb {
+    #![allow(
+        missing_docs,
+        unreachable_pub,
+        dead_code,
+        clippy::pedantic,
+        reason = "generated code; which lints fire depends on what the bench uses"
+    )]
+    tonic::include_proto!("umadb.v1");
+}
+
 type Streams = pb::streams_client::StreamsClient<crate::Authed>;
+type Dcb = umadb::dcb_client::DcbClient<Channel>;
+
+/// A connection to the server under test.
+pub(crate) enum Client {
+    /// Caskade's `Streams` service.
+    Caskade(Streams),
+    /// `UmaDB`'s `DCB` service.
+    UmaDb(Dcb),
+}
+
+/// What a writer knows of its stream, to state the expected version.
+#[derive(Default, Clone, Copy)]
+struct StreamCursor {
+    next_version: u64,
+    last_position: Option<u64>,
+}
+
+fn payload(sequence: u64) -> Vec<u8> {
+    // About 100 bytes of JSON, the size the engine and event-store benches use.
+    format!(
+        r#"{{"sequence":{sequence:>12},"account":"acct-000042","amount":12345,"note":"benchmark payload"}}"#
+    )
+    .into_bytes()
+}
+
+fn tag(stream: &str) -> String {
+    format!("stream:{stream}")
+}
+
+fn stream_query(stream: &str) -> umadb::Query {
+    umadb::Query {
+        items: vec![umadb::QueryItem {
+            types: Vec::new(),
+            tags: vec![tag(stream)],
+        }],
+    }
+}
+
+impl Client {
+    /// Appends `count` events to `stream`, expecting it to be where `cursor` says; returns
+    /// the position of the last event appended.
+    async fn append(
+        &mut self,
+        stream: &str,
+        cursor: &mut StreamCursor,
+        count: u64,
+    ) -> anyhow::Result<u64> {
+        let next = cursor.next_version;
+        let position = match self {
+            Client::Caskade(client) => {
+                let kind = match next.checked_sub(1) {
+                    None => pb::expected_version::Kind::NoStream(pb::Empty {}),
+                    Some(last) => pb::expected_version::Kind::Exact(last),
+                };
+                let events = (0..count)
+                    .map(|i| pb::EventData {
+                        id: String::new(),
+                        r#type: "BenchEvent".to_owned(),
+                        content_type: pb::ContentType::Json.into(),
+                        data: payload(next + i),
+                        metadata: Vec::new(),
+                    })
+                    .collect();
+                let request = pb::AppendRequest {
+                    stream: stream.to_owned(),
+                    expected_version: Some(pb::ExpectedVersion { kind: Some(kind) }),
+                    events,
+                };
+                client
+                    .append(request)
+                    .await
+                    .context("append")?
+                    .into_inner()
+                    .last_position
+            }
+            Client::UmaDb(client) => {
+                let events = (0..count)
+                    .map(|i| umadb::Event {
+                        event_type: "BenchEvent".to_owned(),
+                        tags: vec![tag(stream)],
+                        data: payload(next + i),
+                        uuid: uuid::Uuid::new_v4().to_string(),
+                        metadata: Vec::new(),
+                    })
+                    .collect();
+                let condition = umadb::AppendCondition {
+                    fail_if_events_match: Some(stream_query(stream)),
+                    after: cursor.last_position,
+                };
+                let request = umadb::AppendRequest {
+                    events,
+                    condition: Some(condition),
+                    tracking_info: None,
+                };
+                client
+                    .append(request)
+                    .await
+                    .context("append")?
+                    .into_inner()
+                    .position
+            }
+        };
+        cursor.next_version += count;
+        cursor.last_position = Some(position);
+        Ok(position)
+    }
+
+    /// Reads a whole stream (or everything when `stream` is `None`); returns the events read
+    /// and the gaps between response messages.
+    async fn read(&mut self, stream: Option<&str>) -> anyhow::Result<(u64, Histogram<u64>)> {
+        let mut gaps = histogram();
+        let mut events = 0;
+        let mut last = Instant::now();
+        let mut note = |n: usize| -> anyhow::Result<()> {
+            let now = Instant::now();
+            gaps.record(micros(now - last))?;
+            last = now;
+            events += n as u64;
+            Ok(())
+        };
+        match self {
+            Client::Caskade(client) => {
+                let target = match stream {
+                    Some(stream) => pb::read_request::Target::Stream(stream.to_owned()),
+                    None => pb::read_request::Target::All(pb::Empty {}),
+                };
+                let request = pb::ReadRequest {
+                    target: Some(target),
+                    ..pb::ReadRequest::default()
+                };
+                let mut messages = client.read(request).await?.into_inner();
+                while let Some(message) = messages.message().await? {
+                    note(message.events.len())?;
+                }
+            }
+            Client::UmaDb(client) => {
+                let request = umadb::ReadRequest {
+                    query: stream.map(stream_query),
+                    ..umadb::ReadRequest::default()
+                };
+                let mut messages = client.read(request).await?.into_inner();
+                while let Some(message) = messages.message().await? {
+                    note(message.events.len())?;
+                }
+            }
+        }
+        Ok((events, gaps))
+    }
+}
 
 /// One workload's figures.
 pub(crate) struct Figures {
@@ -34,14 +200,17 @@ pub(crate) struct Figures {
 }
 
 impl Figures {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
     fn line(&self) -> String {
-        let secs = self.elapsed.as_secs_f64().max(f64::EPSILON);
         format!(
             "{:<22} clients {:>3}  {:>10.0} calls/s  {:>11.0} events/s  p50 {:>8} us  p99 {:>8} us  p99.9 {:>8} us",
             self.workload,
             self.clients,
-            self.calls as f64 / secs,
-            self.events as f64 / secs,
+            self.calls as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON),
+            self.events_per_second(),
             self.latency.value_at_quantile(0.5),
             self.latency.value_at_quantile(0.99),
             self.latency.value_at_quantile(0.999),
@@ -51,6 +220,12 @@ impl Figures {
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("the bounds are valid")
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
@@ -67,58 +242,9 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn event(sequence: u64) -> pb::EventData {
-    // About 100 bytes of JSON, the size the engine and event-store benches use.
-    let data = format!(
-        r#"{{"sequence":{sequence:>12},"account":"acct-000042","amount":12345,"note":"benchmark payload"}}"#
-    );
-    pb::EventData {
-        id: String::new(),
-        r#type: "BenchEvent".to_owned(),
-        content_type: pb::ContentType::Json.into(),
-        data: data.into_bytes(),
-        metadata: Vec::new(),
-    }
-}
-
-fn expected(next: u64) -> pb::ExpectedVersion {
-    let kind = match next.checked_sub(1) {
-        None => pb::expected_version::Kind::NoStream(pb::Empty {}),
-        Some(last) => pb::expected_version::Kind::Exact(last),
-    };
-    pb::ExpectedVersion { kind: Some(kind) }
-}
-
-/// Appends `calls` calls of `batch` events to `stream` through `client`, recording latency.
-async fn append_calls(
-    mut client: Streams,
-    stream: String,
-    calls: u64,
-    batch: u64,
-    latency: &Mutex<Histogram<u64>>,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
-    let mut local = histogram();
-    let mut next = 0;
-    for _ in 0..calls {
-        let request = pb::AppendRequest {
-            stream: stream.clone(),
-            expected_version: Some(expected(next)),
-            events: (0..batch).map(|i| event(next + i)).collect(),
-        };
-        let started = Instant::now();
-        client.append(request).await.context("append")?;
-        local.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))?;
-        next += batch;
-        bar.inc(1);
-    }
-    latency.lock().await.add(&local)?;
-    Ok(())
-}
-
 /// Durable appends of `batch` events per call from `clients` concurrent connections.
-pub(crate) async fn appends(
-    connect: &(impl AsyncFn() -> anyhow::Result<Streams> + Sync),
+async fn appends(
+    connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
     run: &str,
     clients: usize,
     calls: u64,
@@ -138,11 +264,20 @@ pub(crate) async fn appends(
     let bar = progress(per_client * clients as u64, &workload);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, client) in connections.into_iter().enumerate() {
+    for (i, mut client) in connections.into_iter().enumerate() {
         let (latency, bar) = (Arc::clone(&latency), bar.clone());
         let stream = format!("bench-{run}-b{batch}-c{clients}-{i}");
         tasks.spawn(async move {
-            append_calls(client, stream, per_client, batch, &latency, &bar).await
+            let mut local = histogram();
+            let mut cursor = StreamCursor::default();
+            for _ in 0..per_client {
+                let call = Instant::now();
+                client.append(&stream, &mut cursor, batch).await?;
+                local.record(micros(call.elapsed()))?;
+                bar.inc(1);
+            }
+            latency.lock().await.add(&local)?;
+            anyhow::Ok(())
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -164,41 +299,35 @@ pub(crate) async fn appends(
     })
 }
 
-/// Reads a whole stream (or `$all` when `stream` is `None`), recording the time between
-/// messages (each a batch of events) as the latency.
-async fn read(
-    client: &mut Streams,
-    stream: Option<String>,
-    workload: &str,
-) -> anyhow::Result<Figures> {
-    let target = match stream {
-        Some(stream) => pb::read_request::Target::Stream(stream),
-        None => pb::read_request::Target::All(pb::Empty {}),
-    };
-    let request = pb::ReadRequest {
-        target: Some(target),
-        direction: pb::Direction::Forwards.into(),
-        from: None,
-        max_count: 0,
-        filter: None,
-    };
-    let mut latency = histogram();
+/// Writes a stream of `events` events in batches of 1,000 and reads it back.
+async fn read_stream(client: &mut Client, run: &str, events: u64) -> anyhow::Result<Figures> {
+    let stream = format!("bench-{run}-read");
+    let mut cursor = StreamCursor::default();
+    while cursor.next_version < events {
+        let batch = (events - cursor.next_version).min(1000);
+        client.append(&stream, &mut cursor, batch).await?;
+    }
     let started = Instant::now();
-    let mut messages = client.read(request).await?.into_inner();
-    let mut events = 0;
-    let mut last = Instant::now();
-    while let Some(message) = messages.message().await? {
-        let now = Instant::now();
-        latency.record(
-            u64::try_from((now - last).as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        )?;
-        last = now;
-        events += message.events.len() as u64;
+    let (read, latency) = client.read(Some(&stream)).await?;
+    if read != events {
+        bail!("read {read} events of a stream of {events}");
     }
     Ok(Figures {
-        workload: workload.to_owned(),
+        workload: "read stream".to_owned(),
+        clients: 1,
+        calls: 1,
+        events: read,
+        elapsed: started.elapsed(),
+        latency,
+    })
+}
+
+/// Reads everything from the start.
+async fn read_all(client: &mut Client) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let (events, latency) = client.read(None).await?;
+    Ok(Figures {
+        workload: "read $all".to_owned(),
         clients: 1,
         calls: 1,
         events,
@@ -207,87 +336,98 @@ async fn read(
     })
 }
 
-/// Writes a stream of `events` events in batches of 1,000 and reads it back.
-pub(crate) async fn read_stream(
-    client: &mut Streams,
-    run: &str,
-    events: u64,
-) -> anyhow::Result<Figures> {
-    let stream = format!("bench-{run}-read");
-    let mut next = 0;
-    while next < events {
-        let batch = (events - next).min(1000);
-        client
-            .append(pb::AppendRequest {
-                stream: stream.clone(),
-                expected_version: Some(expected(next)),
-                events: (0..batch).map(|i| event(next + i)).collect(),
-            })
-            .await?;
-        next += batch;
+/// A subscription delivering event positions, whichever the server.
+enum Positions {
+    Caskade(tonic::Streaming<pb::SubscribeResponse>),
+    UmaDb(tonic::Streaming<umadb::SubscribeResponse>),
+}
+
+impl Positions {
+    /// Subscribes to `stream` from now on.
+    async fn open(client: &mut Client, stream: &str) -> anyhow::Result<Positions> {
+        match client {
+            Client::Caskade(client) => {
+                let request = pb::SubscribeRequest {
+                    target: Some(pb::subscribe_request::Target::Stream(stream.to_owned())),
+                    from: Some(pb::subscribe_request::From::Now(pb::Empty {})),
+                    filter: None,
+                };
+                let mut messages = client.subscribe(request).await?.into_inner();
+                match messages.message().await?.and_then(|m| m.message) {
+                    Some(pb::subscribe_response::Message::CaughtUp(_)) => {
+                        Ok(Positions::Caskade(messages))
+                    }
+                    _ => bail!("the subscription did not start with caught_up"),
+                }
+            }
+            Client::UmaDb(client) => {
+                let head = client
+                    .head(umadb::HeadRequest {})
+                    .await?
+                    .into_inner()
+                    .position;
+                let request = umadb::SubscribeRequest {
+                    query: Some(stream_query(stream)),
+                    after: head,
+                    batch_size: None,
+                };
+                Ok(Positions::UmaDb(
+                    client.subscribe(request).await?.into_inner(),
+                ))
+            }
+        }
     }
-    read(client, Some(stream), "read stream").await
+
+    /// The positions of the next message's events, with the time they arrived.
+    async fn next(&mut self) -> anyhow::Result<Vec<u64>> {
+        match self {
+            Positions::Caskade(messages) => match messages.message().await?.and_then(|m| m.message)
+            {
+                Some(pb::subscribe_response::Message::Event(event)) => Ok(vec![event.position]),
+                Some(pb::subscribe_response::Message::CaughtUp(_)) => Ok(Vec::new()),
+                None => bail!("the subscription ended"),
+            },
+            Positions::UmaDb(messages) => match messages.message().await? {
+                Some(message) => Ok(message.events.iter().map(|e| e.position).collect()),
+                None => bail!("the subscription ended"),
+            },
+        }
+    }
 }
 
-/// Reads `$all` from the start.
-pub(crate) async fn read_all(client: &mut Streams) -> anyhow::Result<Figures> {
-    read(client, None, "read $all").await
-}
-
-/// A live subscriber on `$all` while a writer appends `events` single events: the latency is
-/// from the append's acknowledgement to the subscriber receiving the event (0 if it arrived
-/// first).
-pub(crate) async fn subscribe(
-    connect: &(impl AsyncFn() -> anyhow::Result<Streams> + Sync),
+/// A live subscriber while a writer appends `events` single events: latency from the
+/// append's acknowledgement to the subscriber receiving the event (0, recorded as 1 us, if
+/// the event arrived first).
+async fn subscribe(
+    connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
     run: &str,
     events: u64,
 ) -> anyhow::Result<Figures> {
-    let prefix = format!("bench-{run}-sub");
+    let stream = format!("bench-{run}-sub");
     let mut subscriber = connect().await?;
-    let request = pb::SubscribeRequest {
-        target: Some(pb::subscribe_request::Target::All(pb::Empty {})),
-        from: Some(pb::subscribe_request::From::Now(pb::Empty {})),
-        filter: Some(pb::Filter {
-            stream_prefix: prefix.clone(),
-            ..pb::Filter::default()
-        }),
-    };
-    let mut messages = subscriber.subscribe(request).await?.into_inner();
-    match messages.message().await?.and_then(|m| m.message) {
-        Some(pb::subscribe_response::Message::CaughtUp(_)) => {}
-        _ => bail!("the subscription did not start with caught_up"),
-    }
+    let mut positions = Positions::open(&mut subscriber, &stream).await?;
     let acknowledged: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
     let mut writer = connect().await?;
-    let acks = Arc::clone(&acknowledged);
+    let (acks, name) = (Arc::clone(&acknowledged), stream.clone());
     let bar = progress(events, "subscribe latency");
     let started = Instant::now();
     let writing = tokio::spawn(async move {
-        for n in 0..events {
-            let reply = writer
-                .append(pb::AppendRequest {
-                    stream: prefix.clone(),
-                    expected_version: Some(expected(n)),
-                    events: vec![event(n)],
-                })
-                .await?
-                .into_inner();
+        let mut cursor = StreamCursor::default();
+        for _ in 0..events {
+            let position = writer.append(&name, &mut cursor, 1).await?;
             let now = Instant::now();
             acks.lock()
                 .expect("no thread panics holding this lock")
-                .insert(reply.last_position, now);
+                .insert(position, now);
         }
         anyhow::Ok(())
     });
     let mut received = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
     while (received.len() as u64) < events {
-        match messages.message().await?.and_then(|m| m.message) {
-            Some(pb::subscribe_response::Message::Event(event)) => {
-                received.push((event.position, Instant::now()));
-                bar.inc(1);
-            }
-            Some(pb::subscribe_response::Message::CaughtUp(_)) | None => {}
-        }
+        let batch = positions.next().await?;
+        let now = Instant::now();
+        bar.inc(batch.len() as u64);
+        received.extend(batch.into_iter().map(|position| (position, now)));
     }
     writing.await??;
     let elapsed = started.elapsed();
@@ -300,8 +440,7 @@ pub(crate) async fn subscribe(
         let acked = acks
             .get(&position)
             .context("an event arrived that was never acknowledged")?;
-        let micros = at.saturating_duration_since(*acked).as_micros();
-        latency.record(u64::try_from(micros).unwrap_or(u64::MAX).max(1))?;
+        latency.record(micros(at.saturating_duration_since(*acked)))?;
     }
     Ok(Figures {
         workload: "subscribe ack->event".to_owned(),
@@ -313,9 +452,9 @@ pub(crate) async fn subscribe(
     })
 }
 
-/// The whole suite, printed as it goes.
+/// The whole suite against one server, printed as it goes.
 pub(crate) async fn run_suite(
-    connect: impl AsyncFn() -> anyhow::Result<Streams> + Sync,
+    connect: impl AsyncFn() -> anyhow::Result<Client> + Sync,
     clients: &[usize],
     events: u64,
 ) -> anyhow::Result<Vec<Figures>> {
@@ -340,4 +479,34 @@ pub(crate) async fn run_suite(
     report(read_all(&mut client).await?);
     report(subscribe(&connect, &run, events.min(5000)).await?);
     Ok(all)
+}
+
+/// Prints Caskade's figures beside the peer's, with the ratios.
+pub(crate) fn compare(caskade: &[Figures], peer: &[Figures]) {
+    println!();
+    println!(
+        "{:<30} {:>14} {:>14} {:>8}",
+        "workload", "Caskade", "UmaDB", "ratio"
+    );
+    for (ours, theirs) in caskade.iter().zip(peer) {
+        let name = format!("{} x{}", ours.workload, ours.clients);
+        if ours.workload.starts_with("subscribe") {
+            let (a, b) = (
+                ours.latency.value_at_quantile(0.5),
+                theirs.latency.value_at_quantile(0.5),
+            );
+            println!(
+                "{name:<30} {:>11} us {:>11} us {:>7.2}x  (p50 latency; lower is better)",
+                a,
+                b,
+                b as f64 / a.max(1) as f64
+            );
+        } else {
+            let (a, b) = (ours.events_per_second(), theirs.events_per_second());
+            println!(
+                "{name:<30} {a:>10.0} ev/s {b:>9.0} ev/s {:>7.2}x",
+                a / b.max(f64::EPSILON)
+            );
+        }
+    }
 }

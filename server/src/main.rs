@@ -150,6 +150,10 @@ enum Command {
         /// Calls per append run (split across clients), and events in the read stream.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
+        /// Also run the same workloads against a `UmaDB` server at this address (see
+        /// `bench/umadb.sh`) and print both figures with the ratios.
+        #[arg(long)]
+        umadb: Option<String>,
     },
     /// Verify every record of a stopped store; exits non-zero on any problem.
     Check {
@@ -676,13 +680,33 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             client,
             clients,
             events,
+            umadb,
         } => {
             if clients.is_empty() || clients.contains(&0) || events == 0 {
                 bail!("--clients needs numbers above 0 and --events must be above 0");
             }
-            let connect =
-                async || -> anyhow::Result<_> { Ok(Client::connect(&client).await?.streams()) };
-            bench::run_suite(connect, &clients, events).await?;
+            println!("Caskade at {}", client.addr);
+            let connect = async || -> anyhow::Result<_> {
+                Ok(bench::Client::Caskade(
+                    Client::connect(&client).await?.streams(),
+                ))
+            };
+            let ours = bench::run_suite(connect, &clients, events).await?;
+            if let Some(addr) = umadb {
+                println!("UmaDB at {addr}");
+                let connect = async || -> anyhow::Result<_> {
+                    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                        .connect()
+                        .await
+                        .with_context(|| format!("cannot connect to UmaDB at {addr}"))?;
+                    Ok(bench::Client::UmaDb(
+                        bench::umadb::dcb_client::DcbClient::new(channel)
+                            .max_decoding_message_size(usize::MAX),
+                    ))
+                };
+                let theirs = bench::run_suite(connect, &clients, events).await?;
+                bench::compare(&ours, &theirs);
+            }
         }
         Command::Stats { client } => {
             let stats = Client::connect(&client)

@@ -32,7 +32,13 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&format!("Caskade at {}", server.addr()).as_str()),
+        "{stdout}"
+    );
+    lines.remove(0);
     let workloads = [
         "append 1 event         clients   1",
         "append 1 event         clients   3",
