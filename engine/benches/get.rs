@@ -25,26 +25,17 @@ use caskade_engine::{Bitcask, SyncPolicy};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tempfile::TempDir;
 
+mod common;
+use common::{Tally, VALUE, key, test_mode};
+
 const PRELOAD_KEYS: u64 = 1_000_000;
 /// Keys loaded when criterion only checks that the bench runs.
 const TEST_MODE_KEYS: u64 = 10_000;
-const VALUE: [u8; 100] = [0x5a; 100];
 const PAGE_LEN: usize = 4096;
 /// Size of the page-cached file the `pread` baseline reads from.
 const PREAD_FILE_LEN: u64 = 64 << 20;
 const THREADS: [usize; 2] = [1, 2];
 const TARGET_OPS_PER_SEC: f64 = 800_000.0;
-
-/// `i` in decimal, zero-padded to 16 bytes.
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [b'0'; 16];
-    let mut rest = i;
-    for byte in key.iter_mut().rev() {
-        *byte = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    key
-}
 
 /// splitmix64: a fast, good-enough generator for picking keys and offsets.
 struct Rng(u64);
@@ -61,31 +52,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// Operations and time summed over every batch criterion timed.
-#[derive(Default)]
-struct Tally {
-    ops: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, ops: u64, elapsed: Duration) {
-        self.ops += ops;
-        self.elapsed += elapsed;
-    }
-
-    fn ops_per_sec(&self) -> Option<f64> {
-        (self.ops > 0 && !self.elapsed.is_zero())
-            .then(|| self.ops as f64 / self.elapsed.as_secs_f64())
-    }
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
 
 /// A loaded store and a page-cached plain file, both in one temporary directory.

@@ -26,28 +26,12 @@ use caskade_engine::{Bitcask, SyncPolicy};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tempfile::TempDir;
 
+mod common;
+use common::{KEY_LEN, Tally, VALUE, key, test_mode};
+
 const DEFAULT_KEYS: u64 = 500_000;
 /// Keys loaded when criterion only checks that the bench runs.
 const TEST_MODE_KEYS: u64 = 10_000;
-const KEY_LEN: usize = 16;
-const VALUE: [u8; 100] = [0x5a; 100];
-
-/// `i` in decimal, zero-padded to 16 bytes.
-fn key(i: u64) -> [u8; KEY_LEN] {
-    let mut key = [b'0'; KEY_LEN];
-    let mut rest = i;
-    for byte in key.iter_mut().rev() {
-        *byte = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    key
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 fn key_count() -> u64 {
     match std::env::var("CASKADE_BENCH_MERGE_KEYS") {
@@ -57,25 +41,6 @@ fn key_count() -> u64 {
             .expect("CASKADE_BENCH_MERGE_KEYS is a whole number of keys"),
         Err(_) if test_mode() => TEST_MODE_KEYS,
         Err(_) => DEFAULT_KEYS,
-    }
-}
-
-/// Operations (or bytes) and time summed over every batch criterion timed.
-#[derive(Default)]
-struct Tally {
-    units: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, units: u64, elapsed: Duration) {
-        self.units += units;
-        self.elapsed += elapsed;
-    }
-
-    fn per_sec(&self) -> Option<f64> {
-        (self.units > 0 && !self.elapsed.is_zero())
-            .then(|| self.units as f64 / self.elapsed.as_secs_f64())
     }
 }
 
@@ -261,15 +226,15 @@ fn main() {
     }
 
     println!("\nmerge summary ({keys} keys; 16 B keys, 100 B values)");
-    match results.merge_bytes.per_sec() {
+    match results.merge_bytes.ops_per_sec() {
         Some(rate) => println!(
             "  merge, half the data dead:   {:.1} MB/s of live data rewritten",
             rate / 1e6
         ),
         None => println!("  merge, half the data dead:   not run"),
     }
-    let alone = results.put_alone.per_sec();
-    let during = results.put_during_merge.per_sec();
+    let alone = results.put_alone.ops_per_sec();
+    let during = results.put_during_merge.ops_per_sec();
     let show =
         |rate: Option<f64>| rate.map_or_else(|| "not run".to_owned(), |r| format!("{r:.0} ops/s"));
     println!("  put, SyncPolicy::Never, alone:         {}", show(alone));

@@ -28,34 +28,18 @@ use caskade_engine::{Bitcask, MIN_FILE_SIZE, SyncPolicy};
 use criterion::{Criterion, SamplingMode};
 use tempfile::TempDir;
 
+mod common;
+use common::{KEY_LEN, VALUE, key, test_mode};
+
 const DEFAULT_KEYS: u64 = 10_000_000;
 /// Keys loaded when criterion only checks that the bench runs.
 const TEST_MODE_KEYS: u64 = 100_000;
-const KEY_LEN: usize = 16;
 /// The engine's default `max_file_size`.
 const DEFAULT_FILE_SIZE: u64 = 256 << 20;
 /// Small stores get smaller data files so that at least this many are sealed (and hinted).
 const MIN_SEALED_FILES: u64 = 4;
-const VALUE: [u8; 100] = [0x5a; 100];
 /// The keydir may hold at most this many bytes per key beyond the key itself.
 const TARGET_OVERHEAD_PER_KEY: usize = 48;
-
-/// `i` in decimal, zero-padded to 16 bytes.
-fn key(i: u64) -> [u8; KEY_LEN] {
-    let mut key = [b'0'; KEY_LEN];
-    let mut rest = i;
-    for byte in key.iter_mut().rev() {
-        *byte = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    key
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 fn key_count() -> u64 {
     match std::env::var("CASKADE_BENCH_OPEN_KEYS") {

@@ -9,49 +9,15 @@
 //! (quick: `cargo bench -p caskade-engine --bench put -- --warm-up-time 1 --measurement-time 3`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use caskade_engine::{Bitcask, MAX_FILE_SIZE, SyncPolicy};
 use criterion::{Criterion, Throughput};
 
-const VALUE: [u8; 100] = [0x5a; 100];
+mod common;
+use common::{Tally, VALUE, key, test_mode};
+
 const TARGET_OPS_PER_SEC: f64 = 1_000_000.0;
-
-/// `i` in decimal, zero-padded to 16 bytes: distinct keys of the shape.
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [b'0'; 16];
-    let mut rest = i;
-    for byte in key.iter_mut().rev() {
-        *byte = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    key
-}
-
-/// Operations and time summed over every batch criterion timed.
-#[derive(Default)]
-struct Tally {
-    ops: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, ops: u64, elapsed: Duration) {
-        self.ops += ops;
-        self.elapsed += elapsed;
-    }
-
-    fn ops_per_sec(&self) -> Option<f64> {
-        (self.ops > 0 && !self.elapsed.is_zero())
-            .then(|| self.ops as f64 / self.elapsed.as_secs_f64())
-    }
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 fn bench_put(c: &mut Criterion) -> Tally {
     let dir = tempfile::Builder::new()

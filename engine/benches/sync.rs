@@ -27,7 +27,9 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use tempfile::TempDir;
 
-const VALUE: [u8; 100] = [0x5a; 100];
+mod common;
+use common::{Tally, VALUE, key, test_mode};
+
 /// Bytes appended per operation to the plain file.
 const PLAIN_APPEND_LEN: usize = 200;
 const WRITERS: [usize; 3] = [1, 8, 64];
@@ -38,42 +40,6 @@ const TARGET_GROUP_COMMIT_GAIN: f64 = 15.0;
 /// The paired check after the group: rounds, and operations of each kind per round.
 const PAIRED_ROUNDS: usize = 20;
 const PAIRED_OPS: u64 = 200;
-
-/// `i` in decimal, zero-padded to 16 bytes.
-fn key(i: u64) -> [u8; 16] {
-    let mut key = [b'0'; 16];
-    let mut rest = i;
-    for byte in key.iter_mut().rev() {
-        *byte = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    key
-}
-
-/// Operations and time summed over every batch criterion timed.
-#[derive(Default)]
-struct Tally {
-    ops: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, ops: u64, elapsed: Duration) {
-        self.ops += ops;
-        self.elapsed += elapsed;
-    }
-
-    fn ops_per_sec(&self) -> Option<f64> {
-        (self.ops > 0 && !self.elapsed.is_zero())
-            .then(|| self.ops as f64 / self.elapsed.as_secs_f64())
-    }
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 /// A store under `SyncPolicy::Always` and a plain file, in one temporary directory.
 struct Fixture {
