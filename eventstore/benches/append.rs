@@ -30,7 +30,9 @@
 
 #![expect(clippy::doc_markdown, reason = "SQLite is a name in prose, not code")]
 
+mod common;
 mod sqlite_peer;
+use common::Tally;
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -46,25 +48,6 @@ use tempfile::TempDir;
 const WRITERS: usize = 16;
 /// Events per commit in the `batch_100` case.
 const BATCH: usize = 100;
-
-/// Events and time summed over every iteration criterion timed.
-#[derive(Default)]
-struct Tally {
-    events: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, events: u64, elapsed: Duration) {
-        self.events += events;
-        self.elapsed += elapsed;
-    }
-
-    fn events_per_sec(&self) -> Option<f64> {
-        (self.events > 0 && !self.elapsed.is_zero())
-            .then(|| self.events as f64 / self.elapsed.as_secs_f64())
-    }
-}
 
 /// One row of the closing table.
 struct Case {

@@ -20,11 +20,13 @@
 
 #![expect(clippy::doc_markdown, reason = "SQLite is a name in prose, not code")]
 
+mod common;
 mod sqlite_peer;
+use common::Tally;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use caskade_eventstore::{
     ContentType, EventStore, ExpectedVersion, Options, Position, ReadAll, ReadStream,
@@ -42,25 +44,6 @@ const EVENTS: u64 = 100_000;
 const LOAD_BATCH: usize = 1_000;
 /// The one stream.
 const STREAM: &str = "account-1";
-
-/// Events and time summed over every iteration criterion timed.
-#[derive(Default)]
-struct Tally {
-    events: u64,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, events: u64, elapsed: Duration) {
-        self.events += events;
-        self.elapsed += elapsed;
-    }
-
-    fn events_per_sec(&self) -> Option<f64> {
-        (self.events > 0 && !self.elapsed.is_zero())
-            .then(|| self.events as f64 / self.elapsed.as_secs_f64())
-    }
-}
 
 /// One row of the closing table.
 struct Case {
