@@ -86,6 +86,7 @@ pub(crate) struct Inner {
     /// remove or half-write files.
     pub(crate) merge_lock: Mutex<()>,
     pub(crate) background: Arc<Background>,
+    async_sync: Arc<AsyncSync>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     lock_file: File,
@@ -166,6 +167,51 @@ struct CommitState {
     /// The last sequence number the running sync covers; `None` until it has taken the
     /// pending batches (every batch submitted before then is covered).
     covered_upto: Option<u64>,
+}
+
+/// Requests for the syncer thread, which syncs on behalf of async waiters (and of pending
+/// writes dropped without waiting) so that none of them blocks a thread.
+#[derive(Default)]
+pub(crate) struct AsyncSync {
+    state: Mutex<AsyncSyncState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct AsyncSyncState {
+    /// Futures to wake once their sequence number is durable.
+    wakers: Vec<(u64, std::task::Waker)>,
+    /// The highest sequence number anyone wants durable.
+    wanted: u64,
+    /// Every sequence number up to this one has been made durable (or failed).
+    served: u64,
+    stop: bool,
+}
+
+impl AsyncSync {
+    /// Asks the syncer to make `seq` durable, waking `waker` when it is.
+    fn request(&self, seq: u64, waker: Option<std::task::Waker>) {
+        let mut state = self.state.lock();
+        if let Some(waker) = waker {
+            state.wakers.push((seq, waker));
+        }
+        state.wanted = state.wanted.max(seq);
+        self.wake.notify_one();
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// Wakes every registered future, whatever its sequence number: they poll again and
+    /// find their batch durable or the store poisoned.
+    fn wake_all(&self) {
+        let wakers = mem::take(&mut self.state.lock().wakers);
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
 }
 
 /// Wakes the background threads: on rotation, on close, and on their own timers.
@@ -281,6 +327,7 @@ impl Bitcask {
             closed: AtomicBool::new(false),
             merge_lock: Mutex::new(()),
             background: Arc::default(),
+            async_sync: Arc::default(),
             threads: Mutex::new(Vec::new()),
             recovery: recovered.report,
             lock_file,
@@ -390,6 +437,7 @@ impl Bitcask {
         Ok(PendingWrite {
             inner: Arc::clone(&self.handle.inner),
             seq: Some(seq),
+            polled: false,
         })
     }
 
@@ -510,12 +558,16 @@ impl Bitcask {
 
 /// A batch submitted by [`Bitcask::begin_write`] that may not be durable yet.
 ///
-/// Dropping it without calling [`PendingWrite::wait`] waits all the same, so the batch is
-/// never left unsynced and unpublished.
-#[must_use = "a pending write is durable only once `wait` returns"]
+/// Wait for it with [`PendingWrite::wait`] (blocking) or by awaiting it: it is a
+/// [`Future`](std::future::Future), driven by the engine's syncer thread, so async callers
+/// need no thread per write in flight. Dropping it without waiting waits all the same
+/// (blocking), unless it was already polled as a future: then the syncer thread finishes the
+/// job, so cancelling an async caller never blocks its executor.
+#[must_use = "a pending write is durable only once `wait` returns or the future completes"]
 pub struct PendingWrite {
     inner: Arc<Inner>,
     seq: Option<u64>,
+    polled: bool,
 }
 
 impl PendingWrite {
@@ -532,11 +584,44 @@ impl PendingWrite {
     }
 }
 
+impl std::future::Future for PendingWrite {
+    type Output = Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        let Some(seq) = self.seq else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        let inner = &self.inner;
+        if inner.options.sync != SyncPolicy::Always || inner.durable_seq() >= seq {
+            self.seq = None;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if inner.poisoned.load(Ordering::Acquire) {
+            self.seq = None;
+            return std::task::Poll::Ready(Err(Error::Poisoned));
+        }
+        inner.async_sync.request(seq, Some(cx.waker().clone()));
+        let durable = inner.durable_seq() >= seq;
+        self.polled = true;
+        // Checked again after registering: the syncer may have finished in between.
+        if durable {
+            self.seq = None;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::task::Poll::Pending
+    }
+}
+
 impl Drop for PendingWrite {
     fn drop(&mut self) {
-        if let Some(seq) = self.seq.take()
-            && let Err(error) = self.inner.wait_published(seq)
-        {
+        let Some(seq) = self.seq.take() else { return };
+        if self.polled {
+            // Polled as a future: the syncer thread makes it durable and published.
+            self.inner.async_sync.request(seq, None);
+        } else if let Err(error) = self.inner.wait_published(seq) {
             tracing::error!(%error, "a write dropped without waiting failed to sync");
         }
     }
@@ -799,6 +884,11 @@ impl Inner {
         })
     }
 
+    /// Every batch up to this sequence number is durable and published.
+    fn durable_seq(&self) -> u64 {
+        self.commit.lock().durable_seq
+    }
+
     /// Waits until every batch up to `seq` is in the keydir (under `Interval` and `Never`
     /// batches are published as they are written).
     pub(crate) fn wait_published(&self, seq: u64) -> Result<()> {
@@ -868,6 +958,16 @@ impl Inner {
 
     fn start_background_threads(self: &Arc<Self>) {
         let mut threads = self.threads.lock();
+        if self.options.sync == SyncPolicy::Always {
+            let store = Arc::downgrade(self);
+            let requests = Arc::clone(&self.async_sync);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("caskade-syncer".into())
+                    .spawn(move || async_syncer(&store, &requests))
+                    .expect("spawning a thread succeeds unless the system is out of resources"),
+            );
+        }
         if let SyncPolicy::Interval(interval) = self.options.sync {
             let store = Arc::downgrade(self);
             let background = Arc::clone(&self.background);
@@ -894,6 +994,7 @@ impl Inner {
             return Ok(());
         }
         self.background.stop();
+        self.async_sync.stop();
         let threads = mem::take(&mut *self.threads.lock());
         for thread in threads {
             if thread.thread().id() != std::thread::current().id() {
@@ -910,6 +1011,7 @@ impl Inner {
         if let Err(error) = self.write_missing_hints() {
             tracing::warn!(%error, "writing hint files at close failed");
         }
+        self.async_sync.wake_all();
         let unlocked = self.lock_file.unlock();
         synced?;
         unlocked?;
@@ -989,6 +1091,41 @@ fn verified_value<'a>(bytes: &'a [u8], key: &[u8], location: ValueLocation) -> R
         return Err(corrupt(Corruption::KeyMismatch));
     }
     Ok(record.value)
+}
+
+/// The syncer thread: leads (or joins) group commits for what async waiters and dropped
+/// pending writes want durable, then wakes the futures whose batches are.
+fn async_syncer(store: &Weak<Inner>, requests: &AsyncSync) {
+    loop {
+        let wanted = {
+            let mut state = requests.state.lock();
+            while !state.stop && state.wanted <= state.served {
+                requests.wake.wait(&mut state);
+            }
+            if state.stop {
+                return;
+            }
+            state.wanted
+        };
+        let Some(store) = store.upgrade() else { return };
+        let synced = store.wait_durable(wanted);
+        let durable = store.durable_seq();
+        drop(store);
+        let ready: Vec<std::task::Waker> = {
+            let mut state = requests.state.lock();
+            // After a failure the store is poisoned: every waiter learns it when it polls.
+            let upto = if synced.is_ok() { durable } else { u64::MAX };
+            state.served = state.served.max(upto);
+            let (ready, waiting) = mem::take(&mut state.wakers)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(seq, _)| *seq <= upto);
+            state.wakers = waiting;
+            ready.into_iter().map(|(_, waker)| waker).collect()
+        };
+        for waker in ready {
+            waker.wake();
+        }
+    }
 }
 
 fn interval_sync(store: &Weak<Inner>, background: &Background, interval: Duration) {
