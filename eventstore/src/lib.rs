@@ -48,5 +48,5 @@ pub use metadata::{StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;
 pub use read::{AllEvents, Direction, EventFilter, ReadAll, ReadFrom, ReadStream, StreamEvents};
 pub use scavenge::ScavengeReport;
-pub use store::{AppendResult, EventStore, ExpectedVersion};
+pub use store::{AppendResult, EventStore, ExpectedVersion, PendingAppend};
 pub use subscription::{SubscribeFrom, Subscription, SubscriptionMessage};

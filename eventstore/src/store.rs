@@ -13,7 +13,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use caskade_engine::{Bitcask, WriteBatch};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use caskade_engine::{Bitcask, PendingWrite, WriteBatch};
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -60,6 +64,59 @@ pub struct AppendResult {
     pub first_position: Position,
     /// The position of the last event appended.
     pub last_position: Position,
+}
+
+/// An append submitted by [`EventStore::begin_append`], durable once [`PendingAppend::wait`]
+/// returns or the future completes. Dropping it does not undo it: the append still becomes
+/// durable (see [`PendingWrite`]).
+#[must_use = "an append is acknowledged only once `wait` returns or the future completes"]
+pub struct PendingAppend {
+    shared: Arc<Shared>,
+    /// `None` for a retry of an append already durable.
+    write: Option<PendingWrite>,
+    result: AppendResult,
+}
+
+impl PendingAppend {
+    /// Waits until the append is durable and returns what it wrote.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] if the sync covering the append failed.
+    pub fn wait(mut self) -> Result<AppendResult> {
+        if let Some(write) = self.write.take() {
+            write.wait()?;
+        }
+        Ok(self.committed())
+    }
+
+    /// Moves the committed watermark past this append: every position below its end is
+    /// durable now, because the engine makes batches durable in submission order.
+    fn committed(&self) -> AppendResult {
+        let end = self.result.last_position.0 + 1;
+        self.shared.committed.send_if_modified(|committed| {
+            let advanced = *committed < end;
+            *committed = (*committed).max(end);
+            advanced
+        });
+        self.result
+    }
+}
+
+impl Future for PendingAppend {
+    type Output = Result<AppendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(write) = self.write.as_mut() {
+            match Pin::new(write).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(done) => {
+                    self.write = None;
+                    done?;
+                }
+            }
+        }
+        Poll::Ready(Ok(self.committed()))
+    }
 }
 
 /// An event store: a cheap-to-clone, `Send + Sync` handle.
@@ -183,6 +240,22 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<AppendResult> {
+        self.begin_append(stream, expected, events)?.wait()
+    }
+
+    /// Checks and submits an append like [`EventStore::append`] without waiting for it to
+    /// become durable: wait with [`PendingAppend::wait`], or await it. Appends are ordered
+    /// by the calls to this method. Async callers (the gRPC server) use it so that an append
+    /// in flight holds no thread while its group commit runs.
+    ///
+    /// # Errors
+    /// As [`EventStore::append`]; sync failures surface from the wait.
+    pub fn begin_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<PendingAppend> {
         self.validate_stream(stream)?;
         self.validate_events(events)?;
         let recorded_at_micros = Utc::now().timestamp_micros();
@@ -191,7 +264,7 @@ impl EventStore {
             let head = sequencer.writable_head(stream)?;
             if !expected_matches(expected, &head) {
                 if let Some(done) = self.already_appended(stream, expected, &head, events)? {
-                    return Ok(done);
+                    return Ok(self.pending(None, done));
                 }
                 return Err(wrong_version(stream, expected, &head));
             }
@@ -200,7 +273,7 @@ impl EventStore {
                 ExpectedVersion::Any | ExpectedVersion::StreamExists
             ) && let Some(done) = self.already_appended(stream, expected, &head, events)?
             {
-                return Ok(done);
+                return Ok(self.pending(None, done));
             }
             let first_version = head.next_version;
             let first_position = sequencer.next_position;
@@ -239,14 +312,15 @@ impl EventStore {
             };
             (pending, result)
         };
-        pending.wait()?;
-        let end = result.last_position.0 + 1;
-        self.shared.committed.send_if_modified(|committed| {
-            let advanced = *committed < end;
-            *committed = (*committed).max(end);
-            advanced
-        });
-        Ok(result)
+        Ok(self.pending(Some(pending), result))
+    }
+
+    fn pending(&self, write: Option<PendingWrite>, result: AppendResult) -> PendingAppend {
+        PendingAppend {
+            shared: Arc::clone(&self.shared),
+            write,
+            result,
+        }
     }
 
     /// Soft-deletes `stream`: its events are hidden from reads at once and reclaimed by

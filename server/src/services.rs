@@ -145,12 +145,15 @@ impl pb::streams_server::Streams for StreamsService {
             .map(|(i, event)| convert::event_data(i, event))
             .collect::<Result<Vec<_>, _>>()?;
         let store = self.store.clone();
-        let result = blocking(move || {
+        // Checking and submitting may touch the disk (a file rotation), so it runs on the
+        // blocking pool; waiting for the group commit does not hold a thread.
+        let pending = blocking(move || {
             store
-                .append(&request.stream, expected, &events)
+                .begin_append(&request.stream, expected, &events)
                 .map_err(store_status)
         })
         .await?;
+        let result = pending.await.map_err(store_status)?;
         Ok(Response::new(pb::AppendResponse {
             next_expected_version: result.next_expected_version.0,
             first_position: result.first_position.0,
