@@ -32,7 +32,7 @@
 
 mod common;
 mod sqlite_peer;
-use common::Tally;
+use common::{Tally, test_mode};
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -66,12 +66,6 @@ impl Case {
             sqlite: Tally::default(),
         }
     }
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
 
 /// The stores every case leaves behind, kept until the last case is over: removing a store's

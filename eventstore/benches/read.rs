@@ -22,7 +22,7 @@
 
 mod common;
 mod sqlite_peer;
-use common::Tally;
+use common::{Tally, test_mode};
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -62,12 +62,6 @@ impl Case {
             sqlite: Tally::default(),
         }
     }
-}
-
-/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
 
 /// The two stores, holding the same events, and the directories they live in.

@@ -1,5 +1,5 @@
 //! What the event-store benches share besides the SQLite peer: a tally of events over the
-//! iterations criterion timed.
+//! iterations criterion timed, and whether criterion is only testing.
 
 use std::time::Duration;
 
@@ -20,4 +20,10 @@ impl Tally {
         (self.events > 0 && !self.elapsed.is_zero())
             .then(|| self.events as f64 / self.elapsed.as_secs_f64())
     }
+}
+
+/// Whether criterion runs each bench only once (`cargo test --benches`, `-- --test`).
+pub(crate) fn test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
