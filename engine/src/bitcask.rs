@@ -87,6 +87,7 @@ pub(crate) struct Inner {
     pub(crate) merge_lock: Mutex<()>,
     pub(crate) background: Arc<Background>,
     async_sync: Arc<AsyncSync>,
+    preallocator: Arc<Preallocator>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     lock_file: File,
@@ -214,6 +215,57 @@ impl AsyncSync {
     }
 }
 
+/// Hands files whose runway runs short to the preallocation thread (see
+/// [`Options::preallocate`]).
+#[derive(Default)]
+struct Preallocator {
+    state: Mutex<PreallocatorState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PreallocatorState {
+    stop: bool,
+    file: Option<Arc<DataFile>>,
+}
+
+impl Preallocator {
+    fn request(&self, file: Arc<DataFile>) {
+        self.state.lock().file = Some(file);
+        self.wake.notify_one();
+    }
+
+    /// The next file to extend; `None` once the store is closing.
+    fn next(&self) -> Option<Arc<DataFile>> {
+        let mut state = self.state.lock();
+        loop {
+            if state.stop {
+                return None;
+            }
+            if let Some(file) = state.file.take() {
+                return Some(file);
+            }
+            self.wake.wait(&mut state);
+        }
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The preallocation thread: extends runways until the store closes. A failure (a full
+/// disk, say) costs only speed: appends then grow the file themselves.
+fn preallocate(preallocator: &Preallocator) {
+    while let Some(file) = preallocator.next() {
+        if let Err(error) = file.extend_runway() {
+            tracing::warn!(file_id = %file.id(), %error,
+                "preallocating data file space failed; appends will grow the file instead");
+        }
+    }
+}
+
 /// Wakes the background threads: on rotation, on close, and on their own timers.
 #[derive(Default)]
 pub(crate) struct Background {
@@ -327,6 +379,7 @@ impl Bitcask {
             closed: AtomicBool::new(false),
             merge_lock: Mutex::new(()),
             background: Arc::default(),
+            preallocator: Arc::default(),
             async_sync: Arc::default(),
             threads: Mutex::new(Vec::new()),
             recovery: recovered.report,
@@ -769,10 +822,11 @@ impl Inner {
         if let Some(file) = files.get(unit.file_id) {
             file.add_dead(unit.framing_len);
         }
-        for op in &unit.ops {
-            files.apply(&self.keydir, &op.change(unit.file_id))?;
+        if let [op] = unit.ops.as_slice() {
+            return files.apply(&self.keydir, &op.change(unit.file_id));
         }
-        Ok(())
+        let changes: Vec<_> = unit.ops.iter().map(|op| op.change(unit.file_id)).collect();
+        files.apply_all(&self.keydir, &changes)
     }
 
     /// Hands the write buffer to the OS.
@@ -786,6 +840,9 @@ impl Inner {
             .append(offset, &writer.buf)
             .map_err(|e| self.poison(Error::Io(e)))?;
         writer.buf.clear();
+        if self.options.preallocate && writer.active.wants_runway() {
+            self.preallocator.request(Arc::clone(&writer.active));
+        }
         if writer.buf.capacity() > self.options.write_buffer_size.max(1 << 20) * 4 {
             writer.buf.shrink_to(self.options.write_buffer_size);
         }
@@ -935,7 +992,8 @@ impl Inner {
         self.flush(writer)?;
         writer
             .active
-            .sync()
+            .seal()
+            .and_then(|()| writer.active.sync())
             .map_err(|e| self.poison(Error::Io(e)))?;
         let id = FileId(writer.next_file_id);
         let capacity = self
@@ -978,6 +1036,15 @@ impl Inner {
                     .expect("spawning a thread succeeds unless the system is out of resources"),
             );
         }
+        if self.options.preallocate {
+            let preallocator = Arc::clone(&self.preallocator);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("caskade-prealloc".into())
+                    .spawn(move || preallocate(&preallocator))
+                    .expect("spawning a thread succeeds unless the system is out of resources"),
+            );
+        }
         let store = Arc::downgrade(self);
         let background = Arc::clone(&self.background);
         let interval = self.options.maintenance_interval;
@@ -995,6 +1062,7 @@ impl Inner {
         }
         self.background.stop();
         self.async_sync.stop();
+        self.preallocator.stop();
         let threads = mem::take(&mut *self.threads.lock());
         for thread in threads {
             if thread.thread().id() != std::thread::current().id() {
@@ -1004,7 +1072,14 @@ impl Inner {
         let synced = if self.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.sync_all()
+            self.sync_all().and_then(|()| {
+                // The runway goes, so a closed store's files hold only records.
+                let active = Arc::clone(&self.writer.lock().active);
+                active
+                    .seal()
+                    .and_then(|()| active.sync())
+                    .map_err(Error::Io)
+            })
         };
         // A clean shutdown leaves a hint file beside every sealed file, so the next open
         // reads no values; failing to write one only slows that open down.

@@ -9,7 +9,7 @@ use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, RecordKind, decode_hint, decode_record,
 };
 use crate::recovery::list;
-use crate::scan::{scan_units, valid_record_after};
+use crate::scan::{is_runway, scan_units, valid_record_after};
 
 /// What [`check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +134,9 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
         loop {
             let scanned = scan_units(bytes, start, |ops, _| report.records += ops.len() as u64);
             let Err(error) = scanned else { break };
+            if Some(id) == newest && is_runway(bytes, error.unit_offset) {
+                break;
+            }
             let torn = Some(id) == newest && !valid_record_after(bytes, error.resume_at);
             let kind = if torn {
                 ProblemKind::TornTail(error.reason)

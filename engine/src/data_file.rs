@@ -6,6 +6,13 @@
 //! handed to the OS, so no access ever touches a page beyond the end of the file (which
 //! would raise `SIGBUS`). Files only shrink at open, in recovery, before they are mapped;
 //! the directory lock keeps other Caskade processes from truncating them.
+//!
+//! The active file may be longer on disk than `len`: past `len` lies the runway, zeros
+//! written and synced ahead of the writer by [`DataFile::extend_runway`], so that appends
+//! overwrite allocated blocks and their syncs write no inode. Invariant: bytes at or past
+//! `allocated` are written only under the `extension` lock, so the writer and the extension
+//! never write the same range; below `allocated` only the writer writes, without the lock.
+//! Sealing trims the runway; a crash leaves it as zeros past the last record.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -15,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
+use parking_lot::Mutex;
 
 use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind};
 
@@ -91,6 +99,14 @@ pub(crate) struct DataFile {
     map: Mmap,
     /// Bytes handed to the OS; readers stay below it.
     len: AtomicU64,
+    /// The file's length on disk, synced: `len` plus the runway. Raised by the extension
+    /// and by appends past it, lowered only by sealing.
+    allocated: AtomicU64,
+    /// Held while writing at or past `allocated`; `true` once the file is sealed, after
+    /// which the runway never grows again.
+    extension: Mutex<bool>,
+    /// An extension was asked for and has not finished; keeps the writer from asking twice.
+    extension_requested: AtomicBool,
     live_bytes: AtomicU64,
     dead_bytes: AtomicU64,
     has_hint: AtomicBool,
@@ -149,6 +165,9 @@ impl DataFile {
             file,
             map,
             len: AtomicU64::new(len),
+            allocated: AtomicU64::new(len),
+            extension: Mutex::new(false),
+            extension_requested: AtomicBool::new(false),
             live_bytes: AtomicU64::new(0),
             dead_bytes: AtomicU64::new(0),
             has_hint: AtomicBool::new(false),
@@ -188,9 +207,66 @@ impl DataFile {
             offset + bytes.len() as u64 <= self.capacity(),
             "appends stay within the mapping: the writer rotates before a record would not fit"
         );
-        self.file.write_all_at(bytes, offset)?;
-        self.len
-            .store(offset + bytes.len() as u64, Ordering::Release);
+        let end = offset + bytes.len() as u64;
+        if end <= self.allocated.load(Ordering::Acquire) {
+            self.file.write_all_at(bytes, offset)?;
+        } else {
+            // Past the runway: wait out an extension in flight, which may be zeroing the
+            // very range this write covers.
+            let _extension = self.extension.lock();
+            self.file.write_all_at(bytes, offset)?;
+            self.allocated.fetch_max(end, Ordering::AcqRel);
+        }
+        self.len.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the runway is short enough to ask for an extension, and no extension is
+    /// asked for yet. A `true` answer counts as asking: the caller must see that
+    /// [`DataFile::extend_runway`] runs.
+    pub(crate) fn wants_runway(&self) -> bool {
+        let allocated = self.allocated.load(Ordering::Acquire);
+        let runway = allocated.saturating_sub(self.len());
+        runway < runway_step(allocated) / 2
+            && allocated < self.capacity()
+            && !self.extension_requested.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes zeros past the runway's end and syncs them, so later appends there grow
+    /// nothing. Does nothing once the file is sealed.
+    pub(crate) fn extend_runway(&self) -> io::Result<()> {
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let sealed = self.extension.lock();
+        let result = (|| {
+            if *sealed {
+                return Ok(());
+            }
+            let from = self.allocated.load(Ordering::Acquire);
+            let to = (from + runway_step(from)).min(self.capacity());
+            let mut at = from;
+            while at < to {
+                let chunk = (to - at).min(ZEROS.len() as u64) as usize;
+                self.file.write_all_at(&ZEROS[..chunk], at)?;
+                at += chunk as u64;
+            }
+            self.file.sync_data()?;
+            self.allocated.store(to, Ordering::Release);
+            Ok(())
+        })();
+        self.extension_requested.store(false, Ordering::Release);
+        result
+    }
+
+    /// Trims the runway and stops it from growing again: the file will get no more
+    /// appends. The caller syncs.
+    pub(crate) fn seal(&self) -> io::Result<()> {
+        let mut sealed = self.extension.lock();
+        *sealed = true;
+        let len = self.len();
+        if self.allocated.load(Ordering::Acquire) > len {
+            self.file.set_len(len)?;
+            self.allocated.store(len, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -200,6 +276,7 @@ impl DataFile {
         self.file.set_len(len)?;
         self.file.sync_all()?;
         self.len.store(len, Ordering::Release);
+        self.allocated.store(len, Ordering::Release);
         Ok(())
     }
 
@@ -239,6 +316,16 @@ impl DataFile {
     }
 }
 
+/// Smallest and largest extension of the runway.
+const MIN_RUNWAY_STEP: u64 = 64 << 10;
+const MAX_RUNWAY_STEP: u64 = 8 << 20;
+
+/// How far to extend a file `allocated` bytes long: as far again, within bounds, so a store
+/// that writes little zero-fills little and a busy one extends rarely.
+fn runway_step(allocated: u64) -> u64 {
+    allocated.clamp(MIN_RUNWAY_STEP, MAX_RUNWAY_STEP)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +355,64 @@ mod tests {
         let reopened = DataFile::open(dir.path(), FileId(1), 21, 21, false)?;
         assert_eq!(&reopened.bytes()[16..], b"hello");
         Ok(())
+    }
+
+    #[test]
+    fn runway_is_zeros_past_len_and_trimmed_by_seal() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
+        assert!(file.wants_runway());
+        assert!(!file.wants_runway(), "one request at a time");
+        file.extend_runway()?;
+        let on_disk = fs_len(dir.path())?;
+        assert_eq!(on_disk, FILE_HEADER_LEN as u64 + MIN_RUNWAY_STEP);
+        file.append(16, b"hello")?;
+        assert_eq!(
+            fs_len(dir.path())?,
+            on_disk,
+            "an append within the runway grows nothing"
+        );
+        assert_eq!(file.bytes().len(), 21);
+        file.seal()?;
+        assert_eq!(fs_len(dir.path())?, 21);
+        file.extend_runway()?;
+        assert_eq!(
+            fs_len(dir.path())?,
+            21,
+            "a sealed file never grows a runway"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn appends_past_the_runway_extend_the_file() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
+        let big = vec![7u8; 100_000];
+        file.append(16, &big)?;
+        assert_eq!(fs_len(dir.path())?, 16 + 100_000);
+        assert!(file.wants_runway());
+        file.extend_runway()?;
+        assert_eq!(
+            fs_len(dir.path())?,
+            16 + 100_000 + runway_step(16 + 100_000)
+        );
+        assert_eq!(file.slice(16, big.len()), Some(&big[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn the_runway_stops_at_the_mapping() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 1024)?;
+        assert!(file.wants_runway());
+        file.extend_runway()?;
+        assert_eq!(fs_len(dir.path())?, 1024);
+        assert!(!file.wants_runway());
+        Ok(())
+    }
+
+    fn fs_len(dir: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(data_path(dir, FileId(1)))?.len())
     }
 }

@@ -26,6 +26,17 @@ pub(crate) struct Change<'a> {
     pub(crate) timestamp_micros: u64,
 }
 
+impl Change<'_> {
+    fn location(&self) -> ValueLocation {
+        ValueLocation {
+            file_id: self.file_id,
+            offset: self.offset,
+            value_len: self.value_len,
+            timestamp_secs: (self.timestamp_micros / 1_000_000) as u32,
+        }
+    }
+}
+
 impl FileSet {
     pub(crate) fn get(&self, id: FileId) -> Option<&Arc<DataFile>> {
         self.files.get(&id)
@@ -46,35 +57,49 @@ impl FileSet {
     /// Applies one change to the keydir and moves the byte counts it affects between live
     /// and dead. Changes to one key must be applied in the order they were written.
     pub(crate) fn apply(&self, keydir: &KeyDir, change: &Change<'_>) -> Result<()> {
-        let len = record_len(change.key.len(), change.value_len as usize) as u64;
-        let file = self.get(change.file_id);
         let replaced = match change.kind {
-            RecordKind::Put => {
-                let location = ValueLocation {
-                    file_id: change.file_id,
-                    offset: change.offset,
-                    value_len: change.value_len,
-                    timestamp_secs: (change.timestamp_micros / 1_000_000) as u32,
-                };
-                let replaced = keydir.insert(change.key, location)?;
-                if let Some(file) = file {
-                    file.add_live(len);
-                }
-                replaced
-            }
-            RecordKind::Tombstone => {
-                if let Some(file) = file {
-                    file.add_dead(len);
-                }
-                keydir.remove(change.key)
-            }
+            RecordKind::Put => keydir.insert(change.key, change.location())?,
+            RecordKind::Tombstone => keydir.remove(change.key),
             RecordKind::BatchBegin => unreachable!("batch framing is never applied as a change"),
         };
+        self.account(change, replaced);
+        Ok(())
+    }
+
+    /// Applies `changes` in order, as [`FileSet::apply`] one by one would, locking each
+    /// keydir shard once.
+    pub(crate) fn apply_all(&self, keydir: &KeyDir, changes: &[Change<'_>]) -> Result<()> {
+        let updates: Vec<_> = changes
+            .iter()
+            .map(|change| match change.kind {
+                RecordKind::Put => (change.key, Some(change.location())),
+                RecordKind::Tombstone => (change.key, None),
+                RecordKind::BatchBegin => {
+                    unreachable!("batch framing is never applied as a change")
+                }
+            })
+            .collect();
+        let replaced = keydir.update_all(&updates)?;
+        for (change, replaced) in changes.iter().zip(replaced) {
+            self.account(change, replaced);
+        }
+        Ok(())
+    }
+
+    /// Counts `change`'s record as live (a put) or dead (a tombstone), and the record it
+    /// replaced, if any, as dead.
+    fn account(&self, change: &Change<'_>, replaced: Option<ValueLocation>) {
+        let len = record_len(change.key.len(), change.value_len as usize) as u64;
+        if let Some(file) = self.get(change.file_id) {
+            match change.kind {
+                RecordKind::Put => file.add_live(len),
+                _ => file.add_dead(len),
+            }
+        }
         if let Some(old) = replaced
             && let Some(old_file) = self.get(old.file_id)
         {
             old_file.kill(record_len(change.key.len(), old.value_len as usize) as u64);
         }
-        Ok(())
     }
 }

@@ -201,6 +201,10 @@ impl Shard {
     }
 }
 
+fn shard_index(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize & (SHARD_COUNT - 1)
+}
+
 /// The sharded map from key to [`ValueLocation`].
 pub(crate) struct KeyDir {
     shards: Box<[RwLock<Shard>]>,
@@ -219,8 +223,7 @@ impl KeyDir {
 
     fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let hash = self.hasher.hash_one(key);
-        let shard = (hash >> SHARD_SHIFT) as usize & (SHARD_COUNT - 1);
-        (hash, &self.shards[shard])
+        (hash, &self.shards[shard_index(hash)])
     }
 
     /// The location of `key`'s value, if the key is live.
@@ -237,6 +240,38 @@ impl KeyDir {
     ) -> Result<Option<ValueLocation>> {
         let (hash, shard) = self.locate(key);
         shard.write().insert(&self.hasher, hash, key, location)
+    }
+
+    /// Applies `updates` in order (a location puts, `None` removes) and returns where each
+    /// key pointed before, in the same order. Each shard is locked once for all of its
+    /// keys, so on a table larger than the cache the inserts' memory misses overlap instead
+    /// of each waiting for the one before at its lock release.
+    pub(crate) fn update_all(
+        &self,
+        updates: &[(&[u8], Option<ValueLocation>)],
+    ) -> Result<Vec<Option<ValueLocation>>> {
+        let mut order: Vec<(usize, u64, usize)> = updates
+            .iter()
+            .enumerate()
+            .map(|(index, (key, _))| {
+                let hash = self.hasher.hash_one(key);
+                (shard_index(hash), hash, index)
+            })
+            .collect();
+        // Stable: updates of one key stay in order (a key always maps to one shard).
+        order.sort_by_key(|&(shard, _, _)| shard);
+        let mut replaced = vec![None; updates.len()];
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.shards[run[0].0].write();
+            for &(_, hash, index) in run {
+                let (key, location) = updates[index];
+                replaced[index] = match location {
+                    Some(location) => shard.insert(&self.hasher, hash, key, location)?,
+                    None => shard.remove(hash, key),
+                };
+            }
+        }
+        Ok(replaced)
     }
 
     /// Removes `key`, returning where it pointed.

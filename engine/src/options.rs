@@ -77,6 +77,13 @@ pub struct Options {
     pub maintenance_interval: Duration,
     /// Create the directory if it does not exist. Default: true.
     pub create_if_missing: bool,
+    /// Keep zero-filled, synced space ahead of the active file's end, written by a
+    /// background thread, so appends overwrite allocated blocks instead of growing the file.
+    /// A sync then writes only data: growing a file also makes each sync write the inode,
+    /// which costs about half as much again per durable write. The space is trimmed when
+    /// the file is sealed or the store closed, and a crash leaves it as zeros that the next
+    /// open trims. Default: true.
+    pub preallocate: bool,
 }
 
 impl Default for Options {
@@ -91,6 +98,7 @@ impl Default for Options {
             auto_merge: Some(MergeTrigger::default()),
             maintenance_interval: Duration::from_secs(30),
             create_if_missing: true,
+            preallocate: true,
         }
     }
 }
@@ -211,6 +219,12 @@ impl Builder {
     /// See [`Options::create_if_missing`].
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.options.create_if_missing = create;
+        self
+    }
+
+    /// See [`Options::preallocate`].
+    pub fn preallocate(mut self, preallocate: bool) -> Self {
+        self.options.preallocate = preallocate;
         self
     }
 

@@ -12,6 +12,9 @@
 //!   A batch is applied only when all of it is present and valid. A batch reaches the disk
 //!   in one write whose pages a crash may persist in any order, so damage anywhere inside
 //!   the last batch, with nothing valid after the batch's declared end, is a torn tail too.
+//! - Zeros from the end of the active file's last record to the end of the file are the
+//!   runway preallocated ahead of the writer (see [`Options::preallocate`](crate::Options::preallocate)), where no write
+//!   began: they are trimmed, and not reported as a torn tail.
 //! - An active file shorter than its header (a crash while it was being created) is
 //!   recreated empty, and reported as a torn tail at offset 0.
 //! - Leftover temporary files (an interrupted merge, hint or backup) are removed; so are hint
@@ -27,7 +30,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file_set::{Change, FileSet};
 use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, decode_hint};
 use crate::keydir::KeyDir;
-use crate::scan::{scan_units, valid_record_after};
+use crate::scan::{is_runway, scan_units, valid_record_after};
 
 /// What recovery found and did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,6 +295,12 @@ fn recover_active(
     });
     result?;
     if let Err(error) = scanned {
+        if is_runway(active.bytes(), error.unit_offset) {
+            tracing::debug!(file_id = %id, offset = error.unit_offset,
+                "trimming the preallocated runway left by an unclean shutdown");
+            active.truncate(error.unit_offset)?;
+            return Ok(active);
+        }
         if valid_record_after(active.bytes(), error.resume_at) {
             return Err(Error::Corrupt {
                 file_id: id,

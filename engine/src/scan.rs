@@ -101,6 +101,12 @@ pub(crate) fn scan_units<'a>(
     Ok(offset as u64)
 }
 
+/// Whether `bytes` from `from` on are all zeros: the unused runway of a preallocated active
+/// file, where no write ever began. (A record's kind byte is never zero.)
+pub(crate) fn is_runway(bytes: &[u8], from: u64) -> bool {
+    bytes[from as usize..].iter().all(|&b| b == 0)
+}
+
 /// Whether any valid record starts at or after `from`: a bad record followed by good ones is
 /// corruption, while one followed by nothing valid is a torn tail.
 pub(crate) fn valid_record_after(bytes: &[u8], from: u64) -> bool {

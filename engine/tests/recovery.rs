@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use caskade_engine::{
-    Bitcask, CheckReport, Corruption, Error, FileId, ProblemKind, Result, WriteBatch, check,
-};
+use caskade_engine::{Bitcask, CheckReport, Error, FileId, ProblemKind, Result, WriteBatch, check};
 
 const FILE_HEADER_LEN: usize = 16;
 const RECORD_HEADER_LEN: usize = 19;
@@ -354,8 +352,9 @@ fn a_torn_final_batch_is_cut_at_every_byte_and_nothing_else_is_lost() -> Result<
     Ok(())
 }
 
-#[test]
-fn trailing_garbage_and_zeros_are_cut_as_a_torn_tail() -> Result<()> {
+/// A closed store of [`earlier_writes`]: its directory, the writes, the active file's id and
+/// bytes.
+fn closed_store() -> Result<(tempfile::TempDir, Writes, u32, Vec<u8>)> {
     let src = tempfile::tempdir()?;
     let store = open(src.path())?;
     let mut writes = Writes::default();
@@ -363,6 +362,12 @@ fn trailing_garbage_and_zeros_are_cut_as_a_torn_tail() -> Result<()> {
     store.close()?;
     let active = active_id(src.path())?;
     let bytes = fs::read(data_path(src.path(), active))?;
+    Ok((src, writes, active, bytes))
+}
+
+#[test]
+fn trailing_garbage_is_cut_as_a_torn_tail() -> Result<()> {
+    let (src, writes, active, bytes) = closed_store()?;
     let last_record = units(&bytes).pop().expect("the active file is not empty");
 
     let mut noise = Vec::new();
@@ -374,10 +379,10 @@ fn trailing_garbage_and_zeros_are_cut_as_a_torn_tail() -> Result<()> {
         noise.push(state.to_le_bytes()[0]);
     }
     let tails: Vec<(&str, Vec<u8>)> = vec![
-        ("one zero", vec![0]),
-        ("18 zeros", vec![0; RECORD_HEADER_LEN - 1]),
-        ("19 zeros", vec![0; RECORD_HEADER_LEN]),
-        ("a page of zeros", vec![0; 4096]),
+        (
+            "garbage then zeros",
+            [b"junk".as_slice(), &[0; 4096]].concat(),
+        ),
         ("text", b"this is not a record, just some garbage".to_vec()),
         ("noise", noise),
         (
@@ -415,14 +420,6 @@ fn trailing_garbage_and_zeros_are_cut_as_a_torn_tail() -> Result<()> {
         assert_eq!(tail_report.file_id, FileId(active), "{name}");
         assert_eq!(tail_report.offset, bytes.len() as u64, "{name}");
         assert_eq!(tail_report.bytes_removed, tail.len() as u64, "{name}");
-        if tail.iter().all(|&b| b == 0) {
-            let reason = if tail.len() < RECORD_HEADER_LEN {
-                Corruption::Truncated
-            } else {
-                Corruption::BadKind(0)
-            };
-            assert_eq!(tail_report.reason, reason, "{name}");
-        }
         assert_eq!(fs::metadata(&path)?.len(), bytes.len() as u64, "{name}");
         store.put(b"after", name.as_bytes())?;
         store.close()?;
@@ -433,6 +430,37 @@ fn trailing_garbage_and_zeros_are_cut_as_a_torn_tail() -> Result<()> {
             "{name}"
         );
         assert_eq!(store.recovery_report().torn_tail, None, "{name}");
+        store.close()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn trailing_zeros_are_a_preallocated_runway_trimmed_without_a_report() -> Result<()> {
+    let (src, writes, active, bytes) = closed_store()?;
+    for zeros in [1, RECORD_HEADER_LEN - 1, RECORD_HEADER_LEN, 4096, 1 << 20] {
+        let work = tempfile::tempdir()?;
+        copy_store(src.path(), work.path())?;
+        let path = data_path(work.path(), active);
+        fs::write(&path, [bytes.as_slice(), &vec![0; zeros]].concat())?;
+
+        assert!(check(work.path())?.is_ok(), "{zeros} zeros");
+        let store = open(work.path())?;
+        assert_eq!(contents(&store)?, writes.model, "{zeros} zeros");
+        assert_eq!(store.recovery_report().torn_tail, None, "{zeros} zeros");
+        assert_eq!(
+            fs::metadata(&path)?.len(),
+            bytes.len() as u64,
+            "{zeros} zeros"
+        );
+        store.put(b"after", b"runway")?;
+        store.close()?;
+        let store = open(work.path())?;
+        assert_eq!(
+            store.get(b"after")?,
+            Some(b"runway".to_vec()),
+            "{zeros} zeros"
+        );
         store.close()?;
     }
     Ok(())
@@ -1132,5 +1160,26 @@ fn a_bad_op_inside_the_last_batch_is_a_torn_tail() -> Result<()> {
     assert_eq!(store.get(b"a")?, Some(b"1".to_vec()));
     assert_eq!(store.get(b"b")?, None);
     assert_eq!(store.get(b"c")?, None);
+    Ok(())
+}
+
+#[test]
+fn sealed_and_closed_files_hold_no_runway() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path())?;
+    let value = vec![b'v'; 1000];
+    for i in 0..(3 * SMALL_FILE / 1000) {
+        store.put(format!("key-{i}").as_bytes(), &value)?;
+    }
+    store.close()?;
+    let ids = data_ids(dir.path())?;
+    assert!(ids.len() > 2, "the writes rotated: {ids:?}");
+    for id in ids {
+        let bytes = fs::read(data_path(dir.path(), id))?;
+        let end = units(&bytes)
+            .last()
+            .map_or(FILE_HEADER_LEN, |unit| unit.end);
+        assert_eq!(end, bytes.len(), "file {id} ends at its last record");
+    }
     Ok(())
 }
