@@ -13,6 +13,7 @@
 //! After a failed write or sync the store is poisoned: what is on disk is no longer known,
 //! so every later write fails with [`Error::Poisoned`] until the store is reopened.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::mem;
@@ -266,6 +267,32 @@ fn preallocate(preallocator: &Preallocator) {
     }
 }
 
+/// Whether a submission may make blocking system calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submit {
+    MayBlock,
+    NonBlocking,
+}
+
+/// What a submission did.
+enum Submitted {
+    /// Submitted as this sequence number.
+    Seq(u64),
+    /// Not submitted: it would have blocked.
+    WouldBlock(WriteBatch),
+}
+
+/// What [`Bitcask::try_begin_write`] did.
+#[derive(Debug)]
+#[must_use = "a submitted write is acknowledged only once it is waited for; a batch handed back was not written"]
+pub enum TryWrite {
+    /// The batch was submitted: wait for it as for [`Bitcask::begin_write`].
+    Submitted(PendingWrite),
+    /// Nothing was written: submitting would have waited for the disk. The batch is
+    /// handed back for [`Bitcask::begin_write`] on a thread that may block.
+    WouldBlock(WriteBatch),
+}
+
 /// Wakes the background threads: on rotation, on close, and on their own timers.
 #[derive(Default)]
 pub(crate) struct Background {
@@ -471,8 +498,10 @@ impl Bitcask {
     /// [`Error::BatchTooLarge`] (nothing is written), [`Error::Poisoned`], [`Error::Closed`],
     /// [`Error::Io`].
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        let seq = self.handle.inner.submit(batch)?;
-        self.handle.inner.wait_published(seq)
+        match self.handle.inner.submit(batch, Submit::MayBlock)? {
+            Submitted::Seq(seq) => self.handle.inner.wait_published(seq),
+            Submitted::WouldBlock(_) => unreachable!("a submission that may block never refuses"),
+        }
     }
 
     /// Starts writing `batch` and returns without waiting for it to become durable; call
@@ -486,12 +515,36 @@ impl Bitcask {
     /// As [`Bitcask::write`], except that sync failures surface from
     /// [`PendingWrite::wait`].
     pub fn begin_write(&self, batch: WriteBatch) -> Result<PendingWrite> {
-        let seq = self.handle.inner.submit(batch)?;
-        Ok(PendingWrite {
+        match self.handle.inner.submit(batch, Submit::MayBlock)? {
+            Submitted::Seq(seq) => Ok(self.pending(seq)),
+            Submitted::WouldBlock(_) => unreachable!("a submission that may block never refuses"),
+        }
+    }
+
+    /// Like [`Bitcask::begin_write`] if submitting `batch` makes no system call that can
+    /// wait for the disk; otherwise writes nothing and hands the batch back. Submitting
+    /// blocks only when the active file must be sealed and a new one created (under
+    /// [`SyncPolicy::Always`]) or, under the other policies, when the write buffer must be
+    /// handed to the OS. Async callers use it to submit on their own thread, and move to
+    /// a blocking thread only when it returns [`TryWrite::WouldBlock`].
+    ///
+    /// # Errors
+    /// As [`Bitcask::begin_write`].
+    pub fn try_begin_write(&self, batch: WriteBatch) -> Result<TryWrite> {
+        Ok(
+            match self.handle.inner.submit(batch, Submit::NonBlocking)? {
+                Submitted::Seq(seq) => TryWrite::Submitted(self.pending(seq)),
+                Submitted::WouldBlock(batch) => TryWrite::WouldBlock(batch),
+            },
+        )
+    }
+
+    fn pending(&self, seq: u64) -> PendingWrite {
+        PendingWrite {
             inner: Arc::clone(&self.handle.inner),
             seq: Some(seq),
             polled: false,
-        })
+        }
     }
 
     /// Makes every write made so far durable, whatever the sync policy.
@@ -621,6 +674,14 @@ pub struct PendingWrite {
     inner: Arc<Inner>,
     seq: Option<u64>,
     polled: bool,
+}
+
+impl fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingWrite")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PendingWrite {
@@ -790,16 +851,23 @@ impl Inner {
 
     /// Encodes `batch` into the log and returns its sequence number (0 for an empty batch,
     /// which is always durable). Batches are ordered by the calls to this function.
-    fn submit(&self, batch: WriteBatch) -> Result<u64> {
+    fn submit(&self, batch: WriteBatch, mode: Submit) -> Result<Submitted> {
         let encoded_len = self.validate(&batch)?;
         self.check_writable()?;
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(Submitted::Seq(0));
         }
         let timestamp_micros = now_micros();
         let mut writer = self.writer.lock();
         // Checked again under the lock: a sync may have failed since.
         self.check_writable()?;
+        if mode == Submit::NonBlocking
+            && (self.must_rotate(&writer, encoded_len as u64)
+                || (self.options.sync != SyncPolicy::Always
+                    && writer.buf.len() + encoded_len >= self.options.write_buffer_size))
+        {
+            return Ok(Submitted::WouldBlock(batch));
+        }
         self.rotate_if_full(&mut writer, encoded_len as u64)?;
         let seq = writer.next_seq;
         writer.next_seq += 1;
@@ -813,7 +881,7 @@ impl Inner {
                 self.flush(&mut writer)?;
             }
         }
-        Ok(seq)
+        Ok(Submitted::Seq(seq))
     }
 
     /// Applies a written batch to the keydir and the files' byte counts.
@@ -973,16 +1041,21 @@ impl Inner {
     /// Seals the active file and starts a new one if `incoming` more bytes would take it
     /// past `max_file_size` (an oversized batch gets a file of its own).
     fn rotate_if_full(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
+        if self.must_rotate(writer, incoming) {
+            self.rotate(writer, incoming)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `incoming` more bytes need a new active file.
+    fn must_rotate(&self, writer: &Writer, incoming: u64) -> bool {
         let used = writer.active.len() + writer.buf.len() as u64;
         let fits = used + incoming <= self.options.max_file_size;
         // A record larger than a file still goes into an empty active file if its mapping
         // has room (it does when the file was created for it); otherwise it gets a new one.
         let fits_empty =
             used == FILE_HEADER_LEN as u64 && used + incoming <= writer.active.capacity();
-        if fits || fits_empty {
-            return Ok(());
-        }
-        self.rotate(writer, incoming)
+        !(fits || fits_empty)
     }
 
     /// Flushes and syncs the active file, then opens a new active file with room for at

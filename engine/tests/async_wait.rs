@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use caskade_engine::{Bitcask, Result, WriteBatch};
+use caskade_engine::{Bitcask, Result, SyncPolicy, TryWrite, WriteBatch};
 
 /// Wakes a parked thread: the smallest executor there is.
 struct Unpark(Thread);
@@ -75,5 +75,65 @@ fn a_write_polled_once_then_dropped_still_lands() -> Result<()> {
         Bitcask::builder(dir.path()).open()?.get(b"k")?,
         Some(b"v".to_vec())
     );
+    Ok(())
+}
+
+#[test]
+fn try_begin_write_hands_back_a_batch_that_needs_a_new_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::builder(dir.path())
+        .max_file_size(caskade_engine::MIN_FILE_SIZE)
+        .open()?;
+    let value = vec![b'v'; 300];
+    let mut written = 0;
+    let handed_back = loop {
+        let key = format!("key-{written}");
+        match store.try_begin_write(batch(key.as_bytes(), &value))? {
+            TryWrite::Submitted(pending) => {
+                block_on(pending)?;
+                written += 1;
+            }
+            TryWrite::WouldBlock(handed_back) => break handed_back,
+        }
+        assert!(
+            written < 10,
+            "a 1 KiB file holds at most three such records"
+        );
+    };
+    assert!(written > 0, "the first write fits the empty file");
+    let key = format!("key-{written}");
+    assert_eq!(
+        handed_back,
+        batch(key.as_bytes(), &value),
+        "handed back untouched"
+    );
+    assert_eq!(store.get(key.as_bytes())?, None, "nothing was written");
+    assert_eq!(store.stats().files.len(), 1, "no file was started");
+
+    store.begin_write(handed_back)?.wait()?;
+    assert_eq!(store.get(key.as_bytes())?, Some(value));
+    assert_eq!(store.stats().files.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn try_begin_write_hands_back_a_batch_that_would_flush_the_buffer() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::builder(dir.path())
+        .sync(SyncPolicy::Never)
+        .write_buffer_size(1000)
+        .open()?;
+    let TryWrite::Submitted(small) = store.try_begin_write(batch(b"small", b"fits"))? else {
+        panic!("a small write fits the buffer");
+    };
+    small.wait()?;
+    let big = batch(b"big", &[b'x'; 2000]);
+    let TryWrite::WouldBlock(handed_back) = store.try_begin_write(big.clone())? else {
+        panic!("a write past the buffer's size would hand it to the OS");
+    };
+    assert_eq!(handed_back, big);
+    assert_eq!(store.get(b"big")?, None);
+    store.begin_write(handed_back)?.wait()?;
+    assert_eq!(store.get(b"big")?, Some(vec![b'x'; 2000]));
     Ok(())
 }

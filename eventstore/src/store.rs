@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use caskade_engine::{Bitcask, PendingWrite, WriteBatch};
+use caskade_engine::{Bitcask, PendingWrite, TryWrite, WriteBatch};
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -29,6 +29,13 @@ use crate::format::{
 };
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
+
+/// Whether submitting an append may make blocking system calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submit {
+    MayBlock,
+    NonBlocking,
+}
 
 /// The version an append expects the stream to be at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -256,6 +263,35 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<PendingAppend> {
+        match self.submit_append(stream, expected, events, Submit::MayBlock)? {
+            Some(pending) => Ok(pending),
+            None => unreachable!("a submission that may block always submits"),
+        }
+    }
+
+    /// Like [`EventStore::begin_append`] if submitting makes no system call that can wait
+    /// for the disk (see [`Bitcask::try_begin_write`]); otherwise `Ok(None)`, having
+    /// written and changed nothing, and the caller retries with `begin_append` on a thread
+    /// that may block. The gRPC server calls it on its async workers.
+    ///
+    /// # Errors
+    /// As [`EventStore::begin_append`].
+    pub fn try_begin_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<Option<PendingAppend>> {
+        self.submit_append(stream, expected, events, Submit::NonBlocking)
+    }
+
+    fn submit_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+        mode: Submit,
+    ) -> Result<Option<PendingAppend>> {
         self.validate_stream(stream)?;
         self.validate_events(events)?;
         let recorded_at_micros = Utc::now().timestamp_micros();
@@ -264,7 +300,7 @@ impl EventStore {
             let head = sequencer.writable_head(stream)?;
             if !expected_matches(expected, &head) {
                 if let Some(done) = self.already_appended(stream, expected, &head, events)? {
-                    return Ok(self.pending(None, done));
+                    return Ok(Some(self.pending(None, done)));
                 }
                 return Err(wrong_version(stream, expected, &head));
             }
@@ -273,7 +309,7 @@ impl EventStore {
                 ExpectedVersion::Any | ExpectedVersion::StreamExists
             ) && let Some(done) = self.already_appended(stream, expected, &head, events)?
             {
-                return Ok(self.pending(None, done));
+                return Ok(Some(self.pending(None, done)));
             }
             let first_version = head.next_version;
             let first_position = sequencer.next_position;
@@ -302,7 +338,13 @@ impl EventStore {
             new_head.last_position = first_position + count - 1;
             // The head goes last: a reader that sees it sees every event it counts.
             batch.put(head_key(stream), new_head.encode());
-            let pending = self.shared.engine.begin_write(batch)?;
+            let pending = match mode {
+                Submit::MayBlock => self.shared.engine.begin_write(batch)?,
+                Submit::NonBlocking => match self.shared.engine.try_begin_write(batch)? {
+                    TryWrite::Submitted(pending) => pending,
+                    TryWrite::WouldBlock(_) => return Ok(None),
+                },
+            };
             sequencer.next_position += count;
             sequencer.heads.insert(Arc::from(stream), new_head);
             let result = AppendResult {
@@ -312,7 +354,7 @@ impl EventStore {
             };
             (pending, result)
         };
-        Ok(self.pending(Some(pending), result))
+        Ok(Some(self.pending(Some(pending), result)))
     }
 
     fn pending(&self, write: Option<PendingWrite>, result: AppendResult) -> PendingAppend {

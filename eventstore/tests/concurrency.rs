@@ -339,3 +339,36 @@ fn cloned_handles_on_detached_threads_append_to_the_same_store() -> TestResult {
     assert_eq!(store.list_streams()?.len(), THREADS);
     Ok(())
 }
+
+#[test]
+fn try_begin_append_declines_only_where_a_new_file_is_needed_and_changes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut engine = caskade_engine::Options::default();
+    engine.max_file_size = 4096;
+    let store = EventStore::open(dir.path(), Options::default().engine(engine))?;
+    let mut declined = 0;
+    let mut next = ExpectedVersion::NoStream;
+    for n in 0..40 {
+        let events = [event(0, n, 0)];
+        let pending = if let Some(pending) = store.try_begin_append("rotating", next, &events)? {
+            pending
+        } else {
+            declined += 1;
+            let info = store.stream_info("rotating")?;
+            let last = info.and_then(|info| info.last_version);
+            let expected_last = n.checked_sub(1).map(|v| StreamVersion(v as u64));
+            assert_eq!(last, expected_last, "a declined append wrote nothing");
+            store.begin_append("rotating", next, &events)?
+        };
+        let result = pending.wait()?;
+        next = ExpectedVersion::Exact(result.next_expected_version);
+    }
+    assert!(declined > 0, "4 KiB files rotate within 40 appends");
+    assert!(declined < 40, "most appends fit the active file");
+    let read: Vec<RecordedEvent> = store
+        .read_all(ReadAll::forwards())
+        .collect::<Result<_, _>>()?;
+    assert_eq!(read.len(), 40);
+    assert_consistent_prefix(&read);
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The `Streams`, `Kv` and `Admin` services: decode, call the event store, encode.
 //!
 //! Every store call that touches the disk runs on the blocking pool (`spawn_blocking`), never
-//! on the async workers. Server-streaming reads run their iterator on a blocking thread that
+//! on the async workers; an append is submitted on the worker only when the engine says it
+//! will not block (`try_begin_append`). Server-streaming reads run their iterator on a blocking thread that
 //! feeds a bounded channel, so a slow client slows the read, not the server's memory.
 
 use std::pin::Pin;
@@ -144,15 +145,24 @@ impl pb::streams_server::Streams for StreamsService {
             .enumerate()
             .map(|(i, event)| convert::event_data(i, event))
             .collect::<Result<Vec<_>, _>>()?;
-        let store = self.store.clone();
-        // Checking and submitting may touch the disk (a file rotation), so it runs on the
-        // blocking pool; waiting for the group commit does not hold a thread.
-        let pending = blocking(move || {
-            store
-                .begin_append(&request.stream, expected, &events)
-                .map_err(store_status)
-        })
-        .await?;
+        // Checking and submitting is CPU work unless the engine must start a new data file;
+        // only then does it move to the blocking pool. Waiting for the group commit holds
+        // no thread either way.
+        let submitted = self
+            .store
+            .try_begin_append(&request.stream, expected, &events)
+            .map_err(store_status)?;
+        let pending = if let Some(pending) = submitted {
+            pending
+        } else {
+            let store = self.store.clone();
+            blocking(move || {
+                store
+                    .begin_append(&request.stream, expected, &events)
+                    .map_err(store_status)
+            })
+            .await?
+        };
         let result = pending.await.map_err(store_status)?;
         Ok(Response::new(pb::AppendResponse {
             next_expected_version: result.next_expected_version.0,
