@@ -38,6 +38,7 @@ use crate::keydir::{KeyDir, ValueLocation};
 use crate::merge::{MergeProgress, MergeReport};
 use crate::options::{Builder, Options, SyncPolicy};
 use crate::recovery::{RecoveryReport, recover};
+use crate::scan::corruption;
 use crate::stats::{FileStats, Stats};
 
 /// A Bitcask store: a handle that is cheap to clone and can be shared across threads.
@@ -119,6 +120,8 @@ impl Writer {
 
 struct PendingBatch {
     file_id: FileId,
+    /// Where the batch ends in its file.
+    end: u64,
     framing_len: u64,
     ops: Vec<PendingOp>,
 }
@@ -265,6 +268,14 @@ fn preallocate(preallocator: &Preallocator) {
                 "preallocating data file space failed; appends will grow the file instead");
         }
     }
+}
+
+/// A place in a data file just past a record, from which [`Bitcask::read_next`] reads on.
+/// Obtained from [`Bitcask::get_with_cursor`] or a previous `read_next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCursor {
+    file_id: FileId,
+    offset: u64,
 }
 
 /// Whether a submission may make blocking system calls.
@@ -443,7 +454,7 @@ impl Bitcask {
     /// [`Error::Corrupt`] if the record fails its checksum (the bad data is never returned),
     /// [`Error::Closed`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.handle.inner.read(key, <[u8]>::to_vec)
+        self.handle.inner.read(key, |value, _| value.to_vec())
     }
 
     /// Calls `with` on the value stored under `key` without copying it out of the map.
@@ -451,7 +462,81 @@ impl Bitcask {
     /// # Errors
     /// As [`Bitcask::get`].
     pub fn get_with<T>(&self, key: &[u8], with: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        self.handle.inner.read(key, with)
+        self.handle.inner.read(key, |value, _| with(value))
+    }
+
+    /// Like [`Bitcask::get_with`], also returning a cursor just past the value's record,
+    /// from which [`Bitcask::read_next`] reads the records written after it.
+    ///
+    /// # Errors
+    /// As [`Bitcask::get`].
+    pub fn get_with_cursor<T>(
+        &self,
+        key: &[u8],
+        with: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<(T, RecordCursor)>> {
+        let mut cursor = None;
+        let value = self.handle.inner.read(key, |value, location| {
+            let len = record_len(key.len(), value.len()) as u64;
+            cursor = Some(RecordCursor {
+                file_id: location.file_id,
+                offset: u64::from(location.offset) + len,
+            });
+            with(value)
+        })?;
+        Ok(value.zip(cursor))
+    }
+
+    /// Reads the record at `cursor`, the next one written in the same data file after the
+    /// record the cursor came from, skipping batch framing, and calls `with` on its key and
+    /// value (`None` for a delete). Returns a cursor past it, or `None` at the end of the
+    /// file's published records (under [`SyncPolicy::Always`], only durable records are
+    /// read) or if a merge has since removed the file.
+    ///
+    /// The record is read as written, **whether or not it is still its key's live value**:
+    /// a later write or delete of the key, or a merge, does not change what this returns.
+    /// It is for callers that know the records they read this way are live, such as keys
+    /// written once and deleted only below a bound the caller tracks; it saves a keydir
+    /// lookup per record when reading records written together.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the record fails its checksum, [`Error::Closed`].
+    pub fn read_next<T>(
+        &self,
+        cursor: RecordCursor,
+        with: impl FnOnce(&[u8], Option<&[u8]>) -> T,
+    ) -> Result<Option<(T, RecordCursor)>> {
+        let inner = &self.handle.inner;
+        inner.check_open()?;
+        let files = inner.files.load();
+        let Some(file) = files.get(cursor.file_id) else {
+            return Ok(None);
+        };
+        let end = file.published_len();
+        let mut offset = cursor.offset;
+        while offset < end {
+            // Published records lie below the file's length, so the slice is always there.
+            let Some(bytes) = file.slice(offset, (end - offset) as usize) else {
+                break;
+            };
+            let record = decode_record(bytes).map_err(|error| Error::Corrupt {
+                file_id: cursor.file_id,
+                offset,
+                reason: corruption(error),
+            })?;
+            offset += record.len() as u64;
+            let value = match record.kind {
+                RecordKind::BatchBegin => continue,
+                RecordKind::Put => Some(record.value),
+                RecordKind::Tombstone => None,
+            };
+            let next = RecordCursor {
+                file_id: cursor.file_id,
+                offset,
+            };
+            return Ok(Some((with(record.key, value), next)));
+        }
+        Ok(None)
     }
 
     /// Whether `key` is live. Answered from memory, without reading the disk.
@@ -788,7 +873,11 @@ impl Inner {
         error
     }
 
-    fn read<T>(&self, key: &[u8], with: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+    fn read<T>(
+        &self,
+        key: &[u8],
+        with: impl FnOnce(&[u8], ValueLocation) -> T,
+    ) -> Result<Option<T>> {
         self.check_open()?;
         loop {
             let Some(location) = self.keydir.get(key) else {
@@ -799,7 +888,8 @@ impl Inner {
             if let Some(file) = self.files.load().get(location.file_id)
                 && let Some(bytes) = file.slice(offset, len)
             {
-                return verified_value(bytes, key, location).map(|value| Some(with(value)));
+                return verified_value(bytes, key, location)
+                    .map(|value| Some(with(value, location)));
             }
             // Either the record is still in the write buffer (only under `Interval` and
             // `Never`, where writes are visible before they reach the OS), or a merge retired
@@ -808,7 +898,7 @@ impl Inner {
             if writer.active.id() == location.file_id && offset >= writer.active.len() {
                 let start = (offset - writer.active.len()) as usize;
                 return verified_value(&writer.buf[start..start + len], key, location)
-                    .map(|value| Some(with(value)));
+                    .map(|value| Some(with(value, location)));
             }
         }
     }
@@ -887,14 +977,17 @@ impl Inner {
     /// Applies a written batch to the keydir and the files' byte counts.
     fn publish(&self, unit: &PendingBatch) -> Result<()> {
         let files = self.files.load();
+        if let [op] = unit.ops.as_slice() {
+            files.apply(&self.keydir, &op.change(unit.file_id))?;
+        } else {
+            let changes: Vec<_> = unit.ops.iter().map(|op| op.change(unit.file_id)).collect();
+            files.apply_all(&self.keydir, &changes)?;
+        }
         if let Some(file) = files.get(unit.file_id) {
             file.add_dead(unit.framing_len);
+            file.publish_upto(unit.end);
         }
-        if let [op] = unit.ops.as_slice() {
-            return files.apply(&self.keydir, &op.change(unit.file_id));
-        }
-        let changes: Vec<_> = unit.ops.iter().map(|op| op.change(unit.file_id)).collect();
-        files.apply_all(&self.keydir, &changes)
+        Ok(())
     }
 
     /// Hands the write buffer to the OS.
@@ -1214,6 +1307,7 @@ fn encode_unit(
     debug_assert_eq!(buf.len() - start, encoded_len);
     PendingBatch {
         file_id,
+        end: base + encoded_len as u64,
         framing_len,
         ops,
     }
@@ -1226,15 +1320,7 @@ fn verified_value<'a>(bytes: &'a [u8], key: &[u8], location: ValueLocation) -> R
         offset: u64::from(location.offset),
         reason,
     };
-    let record = decode_record(bytes).map_err(|e| {
-        corrupt(match e {
-            crate::format::DecodeError::Truncated => Corruption::Truncated,
-            crate::format::DecodeError::BadKind(kind) => Corruption::BadKind(kind),
-            crate::format::DecodeError::Checksum { stored, computed } => {
-                Corruption::Checksum { stored, computed }
-            }
-        })
-    })?;
+    let record = decode_record(bytes).map_err(|e| corrupt(corruption(e)))?;
     if record.kind != RecordKind::Put || record.key != key {
         return Err(corrupt(Corruption::KeyMismatch));
     }

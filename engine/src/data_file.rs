@@ -99,6 +99,9 @@ pub(crate) struct DataFile {
     map: Mmap,
     /// Bytes handed to the OS; readers stay below it.
     len: AtomicU64,
+    /// End of the last batch published to the keydir (under `SyncPolicy::Always`, made
+    /// durable): records are read in file order only below it and below `len`.
+    published: AtomicU64,
     /// The file's length on disk, synced: `len` plus the runway. Raised by the extension
     /// and by appends past it, lowered only by sealing.
     allocated: AtomicU64,
@@ -165,6 +168,7 @@ impl DataFile {
             file,
             map,
             len: AtomicU64::new(len),
+            published: AtomicU64::new(len),
             allocated: AtomicU64::new(len),
             extension: Mutex::new(false),
             extension_requested: AtomicBool::new(false),
@@ -181,6 +185,17 @@ impl DataFile {
     /// Bytes readable: everything handed to the OS.
     pub(crate) fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// Bytes both handed to the OS and published: where reading records in file order
+    /// stops.
+    pub(crate) fn published_len(&self) -> u64 {
+        self.len().min(self.published.load(Ordering::Acquire))
+    }
+
+    /// Marks the records before `end` as published.
+    pub(crate) fn publish_upto(&self, end: u64) {
+        self.published.fetch_max(end, Ordering::AcqRel);
     }
 
     /// Largest length this file can grow to while keeping its mapping.
@@ -276,6 +291,7 @@ impl DataFile {
         self.file.set_len(len)?;
         self.file.sync_all()?;
         self.len.store(len, Ordering::Release);
+        self.published.store(len, Ordering::Release);
         self.allocated.store(len, Ordering::Release);
         Ok(())
     }

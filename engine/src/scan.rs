@@ -29,7 +29,8 @@ pub(crate) struct ScanError {
     pub(crate) resume_at: u64,
 }
 
-fn corruption(error: DecodeError) -> Corruption {
+/// What a record that failed to decode says about the file.
+pub(crate) fn corruption(error: DecodeError) -> Corruption {
     match error {
         DecodeError::Truncated => Corruption::Truncated,
         DecodeError::BadKind(kind) => Corruption::BadKind(kind),

@@ -1,6 +1,6 @@
 //! Everyday use: put, get, delete, batches, reopen, rotation, merge, backup.
 
-use caskade_engine::{Bitcask, Result, SyncPolicy, WriteBatch};
+use caskade_engine::{Bitcask, RecordCursor, Result, SyncPolicy, WriteBatch};
 
 #[test]
 fn values_survive_reopen_rotation_and_merge() -> Result<()> {
@@ -78,5 +78,104 @@ fn never_policy_reads_its_own_buffered_writes() -> Result<()> {
     store.close()?;
     let store = Bitcask::builder(dir.path()).open()?;
     assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
+    Ok(())
+}
+
+/// A record as `read_next` saw it: its key, and its value (`None` for a delete).
+type Record = (Vec<u8>, Option<Vec<u8>>);
+
+/// Reads on from `cursor` with `read_next` until the file's published records end.
+fn records_after(store: &Bitcask, mut cursor: RecordCursor) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    while let Some((record, next)) = store.read_next(cursor, |key, value| {
+        (key.to_vec(), value.map(<[u8]>::to_vec))
+    })? {
+        out.push(record);
+        cursor = next;
+    }
+    Ok(out)
+}
+
+#[test]
+fn read_next_reads_records_as_written_past_batch_framing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::open(dir.path(), caskade_engine::Options::default())?;
+    store.put(b"start", b"s")?;
+    store.put(b"a", b"1")?;
+    let mut batch = WriteBatch::new();
+    batch
+        .put(b"b".to_vec(), b"2".to_vec())
+        .delete(b"a".to_vec())
+        .put(b"c".to_vec(), b"3".to_vec());
+    store.write(batch)?;
+    store.put(b"b", b"again")?;
+
+    let (value, cursor) = store
+        .get_with_cursor(b"start", <[u8]>::to_vec)?
+        .expect("start is live");
+    assert_eq!(value, b"s");
+    let owned = |key: &[u8], value: Option<&[u8]>| (key.to_vec(), value.map(<[u8]>::to_vec));
+    // As written, live or not: `a` was deleted since and the first `b` rewritten.
+    assert_eq!(
+        records_after(&store, cursor)?,
+        vec![
+            owned(b"a", Some(b"1")),
+            owned(b"b", Some(b"2")),
+            owned(b"a", None),
+            owned(b"c", Some(b"3")),
+            owned(b"b", Some(b"again")),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn read_next_ends_at_a_merged_away_file_and_never_reads_unflushed_writes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::builder(dir.path())
+        .max_file_size(4096)
+        .auto_merge(None)
+        .open()?;
+    store.put(b"anchor", b"a")?;
+    store.put(b"next", b"n")?;
+    let ((), cursor) = store
+        .get_with_cursor(b"anchor", |_| ())?
+        .expect("anchor is live");
+    for i in 0..100u32 {
+        store.put(format!("filler-{i}").as_bytes(), &[b'f'; 100])?;
+    }
+    let records = records_after(&store, cursor)?;
+    assert_eq!(records[0], (b"next".to_vec(), Some(b"n".to_vec())));
+    assert!(
+        records.len() < 101,
+        "the read ends where the file was sealed"
+    );
+    store.merge()?;
+    assert_eq!(
+        records_after(&store, cursor)?,
+        vec![],
+        "the file was merged away"
+    );
+
+    let buffered_dir = tempfile::tempdir()?;
+    let buffered = Bitcask::builder(buffered_dir.path())
+        .sync(SyncPolicy::Never)
+        .open()?;
+    buffered.put(b"anchor", b"a")?;
+    buffered.sync()?;
+    buffered.put(b"buffered", b"b")?;
+    let ((), cursor) = buffered
+        .get_with_cursor(b"anchor", |_| ())?
+        .expect("anchor is live");
+    assert_eq!(
+        records_after(&buffered, cursor)?,
+        vec![],
+        "still in the write buffer"
+    );
+    buffered.sync()?;
+    assert_eq!(
+        records_after(&buffered, cursor)?,
+        vec![(b"buffered".to_vec(), Some(b"b".to_vec()))]
+    );
     Ok(())
 }

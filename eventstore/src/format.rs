@@ -31,6 +31,16 @@ pub(crate) fn event_key(stream: &str, version: StreamVersion) -> Vec<u8> {
     key
 }
 
+/// Whether `key` is the event key of `stream` at `version`, without building that key.
+pub(crate) fn is_event_key(key: &[u8], stream: &str, version: StreamVersion) -> bool {
+    let name_end = 3 + stream.len();
+    key.len() == name_end + 8
+        && key[0] == EVENT_PREFIX
+        && u16::try_from(stream.len()).is_ok_and(|len| key[1..3] == len.to_be_bytes())
+        && &key[3..name_end] == stream.as_bytes()
+        && key[name_end..] == version.0.to_be_bytes()
+}
+
 /// The stream and version an event key names; `None` if it is not an event key.
 pub(crate) fn parse_event_key(key: &[u8]) -> Option<(&str, StreamVersion)> {
     let (&prefix, rest) = key.split_first()?;
@@ -165,8 +175,9 @@ pub(crate) struct Head {
     pub(crate) next_version: u64,
     /// The position of the stream's last event (meaningful once `next_version > 0`).
     pub(crate) last_position: u64,
-    /// Versions below this were hidden by a soft delete. Kept apart from the metadata's
-    /// `truncate_before` so that setting metadata never reveals deleted events.
+    /// Versions below this were deleted: by a soft delete, or by a scavenge, which raises it
+    /// before deleting. Never lowered, and kept apart from the metadata's `truncate_before`,
+    /// so that setting metadata never reveals deleted events.
     pub(crate) deleted_before: u64,
     pub(crate) metadata: StreamMetadata,
 }
@@ -270,6 +281,25 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_event_key_matches_exactly_the_key_event_key_builds() {
+        let key = event_key("acct-1", StreamVersion(7));
+        assert!(is_event_key(&key, "acct-1", StreamVersion(7)));
+        assert!(!is_event_key(&key, "acct-1", StreamVersion(8)));
+        assert!(!is_event_key(&key, "acct-2", StreamVersion(7)));
+        assert!(!is_event_key(&key, "acct-", StreamVersion(7)));
+        assert!(!is_event_key(
+            &key[..key.len() - 1],
+            "acct-1",
+            StreamVersion(7)
+        ));
+        assert!(!is_event_key(
+            &head_key("acct-1"),
+            "acct-1",
+            StreamVersion(7)
+        ));
+    }
 
     #[test]
     fn event_keys_are_unambiguous_and_round_trip() {

@@ -9,14 +9,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use caskade_engine::Bitcask;
+use caskade_engine::{Bitcask, RecordCursor};
 use chrono::Utc;
 use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
 use crate::format::{
-    Head, all_key, decode_event, event_key, head_key, micros_to_time, parse_event_key,
+    ALL_PREFIX, HEAD_PREFIX, Head, all_key, decode_event, event_key, head_key, is_event_key,
+    micros_to_time, parse_event_key,
 };
 use crate::metadata::StreamState;
 use crate::store::{EventStore, corrupt};
@@ -246,35 +247,95 @@ impl Visibility {
     }
 }
 
-/// Reads and decodes the event stored under `key`; `None` if it is gone (scavenged).
-pub(crate) fn load_event(
+/// Decodes an event value of `stream` at `version`; `None` if `visibility` hides it.
+fn recorded_event(
+    value: &[u8],
+    stream: &Arc<str>,
+    version: StreamVersion,
+    visibility: &Visibility,
+) -> Result<Option<RecordedEvent>, &'static str> {
+    let stored = decode_event(value)?;
+    if !visibility.shows(version.0, stored.recorded_at_micros) {
+        return Ok(None);
+    }
+    Ok(Some(RecordedEvent {
+        id: stored.id,
+        stream: Arc::clone(stream),
+        version,
+        position: stored.position,
+        event_type: stored.event_type.to_owned(),
+        content_type: stored.content_type,
+        data: stored.data.to_vec(),
+        metadata: stored.metadata.to_vec(),
+        recorded_at: micros_to_time(stored.recorded_at_micros),
+    }))
+}
+
+/// Looks up and decodes the event stored under `key`, with a cursor past its record; `None`
+/// if it is gone (scavenged).
+fn load_event(
     engine: &Bitcask,
     key: &[u8],
     stream: &Arc<str>,
     version: StreamVersion,
-    visibility: Option<&Visibility>,
-) -> Result<Option<RecordedEvent>> {
-    let loaded = engine.get_with(key, |value| {
-        let stored = decode_event(value)?;
-        if visibility.is_some_and(|v| !v.shows(version.0, stored.recorded_at_micros)) {
-            return Ok(None);
-        }
-        Ok(Some(RecordedEvent {
-            id: stored.id,
-            stream: Arc::clone(stream),
-            version,
-            position: stored.position,
-            event_type: stored.event_type.to_owned(),
-            content_type: stored.content_type,
-            data: stored.data.to_vec(),
-            metadata: stored.metadata.to_vec(),
-            recorded_at: micros_to_time(stored.recorded_at_micros),
-        }))
-    })?;
-    match loaded {
+    visibility: &Visibility,
+) -> Result<Option<(Option<RecordedEvent>, RecordCursor)>> {
+    match engine.get_with_cursor(key, |value| {
+        recorded_event(value, stream, version, visibility)
+    })? {
         None => Ok(None),
-        Some(decoded) => decoded.map_err(|reason| corrupt(key, reason)),
+        Some((decoded, cursor)) => Ok(Some((decoded.map_err(|r| corrupt(key, r))?, cursor))),
     }
+}
+
+/// Records an append writes around its events that a sequential read steps over: `$all`
+/// entries (one before each event) and stream heads (one after the last).
+fn between_events(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&ALL_PREFIX | &HEAD_PREFIX))
+}
+
+/// At most this many records are stepped over looking for the next event in file order
+/// before falling back to a keydir lookup.
+const MAX_STEPS: usize = 3;
+
+/// What one record read in file order is to a sequential read.
+enum Step<T> {
+    Found(T),
+    Skip,
+    Miss,
+}
+
+/// Reads on from `cursor` in file order, stepping over what [`between_events`] matches, and
+/// calls `take` on the first other put record; `take` answers `None` if the record is not the
+/// one wanted. `None` (fall back to a lookup) if no wanted record came within
+/// [`MAX_STEPS`].
+///
+/// Sequential reads are sound because event keys and `$all` keys are written once and
+/// deleted only by scavenging, which first raises the stream's `deleted_before` above every
+/// version it deletes: a record read this way whose version is visible is live.
+fn read_on<T>(
+    engine: &Bitcask,
+    mut cursor: RecordCursor,
+    take: impl Fn(&[u8], &[u8]) -> Option<T>,
+) -> Result<Option<(T, RecordCursor)>> {
+    for _ in 0..MAX_STEPS {
+        let step = engine.read_next(cursor, |key, value| {
+            let Some(value) = value else {
+                return Step::Miss;
+            };
+            match take(key, value) {
+                Some(found) => Step::Found(found),
+                None if between_events(key) => Step::Skip,
+                None => Step::Miss,
+            }
+        })?;
+        match step {
+            Some((Step::Found(found), next)) => return Ok(Some((found, next))),
+            Some((Step::Skip, next)) => cursor = next,
+            Some((Step::Miss, _)) | None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// A walk over versions or positions, in either direction, returning at most `remaining`
@@ -327,6 +388,8 @@ pub struct StreamEvents {
     stream: Arc<str>,
     visibility: Visibility,
     walk: Walk,
+    /// Forwards: just past the last event read, where the next one usually follows.
+    cursor: Option<RecordCursor>,
 }
 
 impl StreamEvents {
@@ -340,19 +403,39 @@ impl Iterator for StreamEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let visibility = self.visibility;
-        let (engine, stream) = (&self.engine, &self.stream);
-        self.walk.step(
+        let StreamEvents {
+            engine,
+            stream,
+            visibility,
+            walk,
+            cursor,
+        } = self;
+        let visibility = *visibility;
+        let forwards = walk.direction == Direction::Forwards;
+        walk.step(
             |version| version >= visibility.min_version && version < visibility.end,
             |version| {
-                let key = event_key(stream, StreamVersion(version));
-                load_event(
-                    engine,
-                    &key,
-                    stream,
-                    StreamVersion(version),
-                    Some(&visibility),
-                )
+                let version = StreamVersion(version);
+                if let Some(at) = cursor.take() {
+                    let found = read_on(engine, at, |key, value| {
+                        is_event_key(key, stream, version)
+                            .then(|| recorded_event(value, stream, version, &visibility))
+                    })?;
+                    if let Some((decoded, next)) = found {
+                        *cursor = Some(next);
+                        return decoded
+                            .map_err(|reason| corrupt(&event_key(stream, version), reason));
+                    }
+                }
+                let key = event_key(stream, version);
+                let Some((event, next)) = load_event(engine, &key, stream, version, &visibility)?
+                else {
+                    return Ok(None);
+                };
+                if forwards {
+                    *cursor = Some(next);
+                }
+                Ok(event)
             },
         )
     }
@@ -366,6 +449,9 @@ pub struct AllEvents {
     /// One past the last position the read may return.
     end: u64,
     visibility: HashMap<Arc<str>, Visibility>,
+    /// Forwards: just past the last event read, where the next `$all` entry usually
+    /// follows, then its event.
+    cursor: Option<RecordCursor>,
 }
 
 /// How many streams' visibility an `$all` read remembers before starting afresh.
@@ -397,23 +483,63 @@ impl AllEvents {
 
     fn load(&mut self, position: u64) -> Result<Option<RecordedEvent>> {
         let pointer_key = all_key(Position(position));
+        if let Some(at) = self.cursor.take()
+            && let Some((event_key, at)) = read_on(&self.engine, at, |key, value| {
+                (key == pointer_key).then(|| value.to_vec())
+            })?
+            && let Some(event) = self.load_event(&pointer_key, &event_key, Some(at))?
+        {
+            return Ok(event);
+        }
         let Some(event_key) = self.engine.get(&pointer_key)? else {
             return Ok(None);
         };
-        let (stream, version) = parse_event_key(&event_key)
-            .ok_or_else(|| corrupt(&pointer_key, "$all entry is not an event key"))?;
-        if !self.filter.matches_stream(stream) {
-            return Ok(None);
-        }
+        Ok(self.load_event(&pointer_key, &event_key, None)?.flatten())
+    }
+
+    /// The event `event_key` names, which `$all` entry `pointer_key` pointed at, unless the
+    /// filter or the stream's visibility hides it. Read from the record at `at` if that
+    /// is the event's (`None` if not), else looked up.
+    #[expect(
+        clippy::option_option,
+        reason = "outer: found at `at` or not; inner: shown or hidden"
+    )]
+    fn load_event(
+        &mut self,
+        pointer_key: &[u8],
+        event_key: &[u8],
+        at: Option<RecordCursor>,
+    ) -> Result<Option<Option<RecordedEvent>>> {
+        let (stream, version) = parse_event_key(event_key)
+            .ok_or_else(|| corrupt(pointer_key, "$all entry is not an event key"))?;
+        let shown = self.filter.matches_stream(stream);
         let (stream, visibility) = self.visibility(stream)?;
-        let event = load_event(
-            &self.engine,
-            &event_key,
-            &stream,
-            version,
-            Some(&visibility),
-        )?;
-        Ok(event.filter(|event| self.filter.matches_type(&event.event_type)))
+        let decode = |value: &[u8]| {
+            if shown {
+                recorded_event(value, &stream, version, &visibility)
+            } else {
+                Ok(None)
+            }
+        };
+        let found = match at {
+            Some(at) => match read_on(&self.engine, at, |key, value| {
+                (key == event_key).then(|| decode(value))
+            })? {
+                Some(found) => Some(found),
+                None => return Ok(None),
+            },
+            None => self.engine.get_with_cursor(event_key, decode)?,
+        };
+        let Some((decoded, next)) = found else {
+            return Ok(Some(None));
+        };
+        if self.walk.direction == Direction::Forwards {
+            self.cursor = Some(next);
+        }
+        let event = decoded.map_err(|reason| corrupt(event_key, reason))?;
+        Ok(Some(event.filter(|event| {
+            self.filter.matches_type(&event.event_type)
+        })))
     }
 }
 
@@ -466,6 +592,7 @@ impl EventStore {
                 next: cursor,
                 remaining: read.max_count,
             },
+            cursor: None,
         })
     }
 
@@ -496,6 +623,7 @@ impl EventStore {
             },
             end,
             visibility: HashMap::new(),
+            cursor: None,
         }
     }
 
@@ -511,6 +639,7 @@ impl EventStore {
             },
             end,
             visibility: HashMap::new(),
+            cursor: None,
         }
     }
 

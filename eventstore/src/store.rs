@@ -473,7 +473,7 @@ impl EventStore {
         }
     }
 
-    fn change_head(
+    pub(crate) fn change_head(
         &self,
         stream: &str,
         expected: ExpectedVersion,
