@@ -32,7 +32,7 @@ use crate::data_file::{DataFile, FileId, LOCK_FILE, sync_dir};
 use crate::error::{Corruption, Error, Result};
 use crate::file_set::{Change, FileSet};
 use crate::format::{
-    BatchBegin, FILE_HEADER_LEN, RecordKind, decode_record, encode_record, record_len,
+    BatchBegin, FILE_HEADER_LEN, RecordKind, decode_record, encode_record, peek_record, record_len,
 };
 use crate::keydir::{KeyDir, ValueLocation};
 use crate::merge::{MergeProgress, MergeReport};
@@ -270,12 +270,23 @@ fn preallocate(preallocator: &Preallocator) {
     }
 }
 
-/// A place in a data file just past a record, from which [`Bitcask::read_next`] reads on.
-/// Obtained from [`Bitcask::get_with_cursor`] or a previous `read_next`.
+/// A place in a data file just past a record, from which [`Bitcask::read_on`] reads on.
+/// Obtained from [`Bitcask::get_with_cursor`] or an earlier `read_on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordCursor {
     file_id: FileId,
     offset: u64,
+}
+
+/// What [`Bitcask::read_on`] does with a record, decided from its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Step over it and read on.
+    Skip,
+    /// Verify it and hand it to the caller.
+    Take,
+    /// Stop reading: the records the caller wants do not follow.
+    Stop,
 }
 
 /// Whether a submission may make blocking system calls.
@@ -466,7 +477,7 @@ impl Bitcask {
     }
 
     /// Like [`Bitcask::get_with`], also returning a cursor just past the value's record,
-    /// from which [`Bitcask::read_next`] reads the records written after it.
+    /// from which [`Bitcask::read_on`] reads the records written after it.
     ///
     /// # Errors
     /// As [`Bitcask::get`].
@@ -487,24 +498,34 @@ impl Bitcask {
         Ok(value.zip(cursor))
     }
 
-    /// Reads the record at `cursor`, the next one written in the same data file after the
-    /// record the cursor came from, skipping batch framing, and calls `with` on its key and
-    /// value (`None` for a delete). Returns a cursor past it, or `None` at the end of the
-    /// file's published records (under [`SyncPolicy::Always`], only durable records are
-    /// read) or if a merge has since removed the file.
+    /// Reads on in file order from `cursor` (just past a record from
+    /// [`Bitcask::get_with_cursor`] or an earlier `read_on`), stepping over batch framing
+    /// and every record `interest` answers [`Interest::Skip`] for, at most `max_records` of
+    /// them in all. Calls `take` on the first record it answers [`Interest::Take`] for,
+    /// with its key and value (`None` for a delete), and returns what `take` made and a
+    /// cursor past that record.
     ///
-    /// The record is read as written, **whether or not it is still its key's live value**:
-    /// a later write or delete of the key, or a merge, does not change what this returns.
-    /// It is for callers that know the records they read this way are live, such as keys
-    /// written once and deleted only below a bound the caller tracks; it saves a keydir
+    /// Returns `None` on [`Interest::Stop`], after `max_records`, at the end of the file's
+    /// published records (under [`SyncPolicy::Always`] only durable records are read), if a
+    /// merge has since removed the file, or if a record does not decode or verify: this
+    /// is a fast path, and its caller falls back to [`Bitcask::get`], which reports
+    /// corruption. Skipped records are stepped over without verifying their checksums
+    /// (`interest` sees keys that may be damaged); a taken record is always verified.
+    ///
+    /// Records are read as written, **whether or not they are still their keys' live
+    /// values**: a later write or delete of the key, or a merge, does not change what this
+    /// returns. It is for callers that know the records they take this way are live, such as
+    /// keys written once and deleted only below a bound the caller tracks; it saves a keydir
     /// lookup per record when reading records written together.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] if the record fails its checksum, [`Error::Closed`].
-    pub fn read_next<T>(
+    /// [`Error::Closed`].
+    pub fn read_on<T>(
         &self,
         cursor: RecordCursor,
-        with: impl FnOnce(&[u8], Option<&[u8]>) -> T,
+        max_records: usize,
+        mut interest: impl FnMut(&[u8]) -> Interest,
+        take: impl FnOnce(&[u8], Option<&[u8]>) -> T,
     ) -> Result<Option<(T, RecordCursor)>> {
         let inner = &self.handle.inner;
         inner.check_open()?;
@@ -514,27 +535,35 @@ impl Bitcask {
         };
         let end = file.published_len();
         let mut offset = cursor.offset;
-        while offset < end {
-            // Published records lie below the file's length, so the slice is always there.
+        let mut records = 0;
+        while offset < end && records < max_records {
             let Some(bytes) = file.slice(offset, (end - offset) as usize) else {
                 break;
             };
-            let record = decode_record(bytes).map_err(|error| Error::Corrupt {
-                file_id: cursor.file_id,
-                offset,
-                reason: corruption(error),
-            })?;
-            offset += record.len() as u64;
-            let value = match record.kind {
-                RecordKind::BatchBegin => continue,
-                RecordKind::Put => Some(record.value),
-                RecordKind::Tombstone => None,
+            let Ok(record) = peek_record(bytes) else {
+                break;
             };
-            let next = RecordCursor {
-                file_id: cursor.file_id,
-                offset,
-            };
-            return Ok(Some((with(record.key, value), next)));
+            let next = offset + record.len() as u64;
+            if record.kind == RecordKind::BatchBegin {
+                offset = next;
+                continue;
+            }
+            records += 1;
+            match interest(record.key) {
+                Interest::Skip => offset = next,
+                Interest::Stop => break,
+                Interest::Take => {
+                    let Ok(record) = decode_record(bytes) else {
+                        break;
+                    };
+                    let value = (record.kind == RecordKind::Put).then_some(record.value);
+                    let cursor = RecordCursor {
+                        file_id: cursor.file_id,
+                        offset: next,
+                    };
+                    return Ok(Some((take(record.key, value), cursor)));
+                }
+            }
         }
         Ok(None)
     }

@@ -1,16 +1,19 @@
 //! Everyday use: put, get, delete, batches, reopen, rotation, merge, backup.
 
-use caskade_engine::{Bitcask, RecordCursor, Result, SyncPolicy, WriteBatch};
+use caskade_engine::{Bitcask, Interest, RecordCursor, Result, SyncPolicy, WriteBatch};
+
+/// A store of 4 KiB files that merges only when told to.
+fn small_files(dir: &std::path::Path) -> Result<Bitcask> {
+    Bitcask::builder(dir)
+        .max_file_size(4096)
+        .auto_merge(None)
+        .open()
+}
 
 #[test]
 fn values_survive_reopen_rotation_and_merge() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let open = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(4096)
-            .auto_merge(None)
-            .open()
-    };
+    let open = || small_files(dir.path());
     let store = open()?;
     for i in 0..500u32 {
         store.put(
@@ -81,15 +84,18 @@ fn never_policy_reads_its_own_buffered_writes() -> Result<()> {
     Ok(())
 }
 
-/// A record as `read_next` saw it: its key, and its value (`None` for a delete).
+/// A record as `read_on` saw it: its key, and its value (`None` for a delete).
 type Record = (Vec<u8>, Option<Vec<u8>>);
 
-/// Reads on from `cursor` with `read_next` until the file's published records end.
+/// Takes record after record with `read_on` until the file's published records end.
 fn records_after(store: &Bitcask, mut cursor: RecordCursor) -> Result<Vec<Record>> {
     let mut out = Vec::new();
-    while let Some((record, next)) = store.read_next(cursor, |key, value| {
-        (key.to_vec(), value.map(<[u8]>::to_vec))
-    })? {
+    while let Some((record, next)) = store.read_on(
+        cursor,
+        1,
+        |_| Interest::Take,
+        |key, value| (key.to_vec(), value.map(<[u8]>::to_vec)),
+    )? {
         out.push(record);
         cursor = next;
     }
@@ -97,7 +103,63 @@ fn records_after(store: &Bitcask, mut cursor: RecordCursor) -> Result<Vec<Record
 }
 
 #[test]
-fn read_next_reads_records_as_written_past_batch_framing() -> Result<()> {
+fn read_on_skips_and_stops_as_asked_and_falls_back_on_damage() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let open = || small_files(dir.path());
+    let store = open()?;
+    let mut batch = WriteBatch::new();
+    for key in ["start", "skip-1", "skip-2", "want", "other"] {
+        batch.put(key.as_bytes().to_vec(), key.as_bytes().to_vec());
+    }
+    store.write(batch)?;
+    let ((), start) = store
+        .get_with_cursor(b"start", |_| ())?
+        .expect("start is live");
+    let interest = |key: &[u8]| match key {
+        b"want" => Interest::Take,
+        b"skip-1" | b"skip-2" => Interest::Skip,
+        _ => Interest::Stop,
+    };
+    let take = |key: &[u8], value: Option<&[u8]>| (key.to_vec(), value.map(<[u8]>::to_vec));
+    let (taken, after) = store
+        .read_on(start, 3, interest, take)?
+        .expect("want follows two skipped records");
+    assert_eq!(taken, (b"want".to_vec(), Some(b"want".to_vec())));
+    assert_eq!(
+        store.read_on(start, 2, interest, take)?,
+        None,
+        "max_records reached"
+    );
+    assert_eq!(
+        store.read_on(after, 3, interest, take)?,
+        None,
+        "stopped at other"
+    );
+
+    // Damage the wanted record in a sealed file (whose hint file lets it open unscanned):
+    // the fast path gives up, and a lookup reports the corruption.
+    store.put(b"filler", &[b'f'; 5000])?;
+    store.close()?;
+    let path = dir.path().join("0000000001.data");
+    let mut bytes = std::fs::read(&path)?;
+    let at = bytes
+        .windows(8)
+        .rposition(|window| window == b"wantwant")
+        .expect("the record is in the first file");
+    bytes[at + 4] ^= 0xff;
+    std::fs::write(&path, &bytes)?;
+    let store = open()?;
+    assert_eq!(store.recovery_report().hint_files_used, 1);
+    assert_eq!(store.read_on(start, 3, interest, take)?, None);
+    assert!(matches!(
+        store.get(b"want"),
+        Err(caskade_engine::Error::Corrupt { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn read_on_reads_records_as_written_past_batch_framing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Bitcask::open(dir.path(), caskade_engine::Options::default())?;
     store.put(b"start", b"s")?;
@@ -130,12 +192,9 @@ fn read_next_reads_records_as_written_past_batch_framing() -> Result<()> {
 }
 
 #[test]
-fn read_next_ends_at_a_merged_away_file_and_never_reads_unflushed_writes() -> Result<()> {
+fn read_on_ends_at_a_merged_away_file_and_never_reads_unflushed_writes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .max_file_size(4096)
-        .auto_merge(None)
-        .open()?;
+    let store = small_files(dir.path())?;
     store.put(b"anchor", b"a")?;
     store.put(b"next", b"n")?;
     let ((), cursor) = store

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use caskade_engine::{Bitcask, RecordCursor};
+use caskade_engine::{Bitcask, Interest, RecordCursor};
 use chrono::Utc;
 use regex::Regex;
 
@@ -294,48 +294,34 @@ fn between_events(key: &[u8]) -> bool {
     matches!(key.first(), Some(&ALL_PREFIX | &HEAD_PREFIX))
 }
 
-/// At most this many records are stepped over looking for the next event in file order
-/// before falling back to a keydir lookup.
+/// At most this many records are looked at for the next one wanted in file order before
+/// falling back to a keydir lookup.
 const MAX_STEPS: usize = 3;
 
-/// What one record read in file order is to a sequential read.
-enum Step<T> {
-    Found(T),
-    Skip,
-    Miss,
-}
-
-/// Reads on from `cursor` in file order, stepping over what [`between_events`] matches, and
-/// calls `take` on the first other put record; `take` answers `None` if the record is not the
-/// one wanted. `None` (fall back to a lookup) if no wanted record came within
-/// [`MAX_STEPS`].
+/// Reads on from `cursor` in file order to the record `wanted` picks out, stepping over
+/// what [`between_events`] matches, and calls `take` on its value. `None` (fall back to a
+/// lookup) if another record comes first, or the wanted one is a delete.
 ///
 /// Sequential reads are sound because event keys and `$all` keys are written once and
 /// deleted only by scavenging, which first raises the stream's `deleted_before` above every
 /// version it deletes: a record read this way whose version is visible is live.
 fn read_on<T>(
     engine: &Bitcask,
-    mut cursor: RecordCursor,
-    take: impl Fn(&[u8], &[u8]) -> Option<T>,
+    cursor: RecordCursor,
+    wanted: impl Fn(&[u8]) -> bool,
+    take: impl FnOnce(&[u8]) -> T,
 ) -> Result<Option<(T, RecordCursor)>> {
-    for _ in 0..MAX_STEPS {
-        let step = engine.read_next(cursor, |key, value| {
-            let Some(value) = value else {
-                return Step::Miss;
-            };
-            match take(key, value) {
-                Some(found) => Step::Found(found),
-                None if between_events(key) => Step::Skip,
-                None => Step::Miss,
-            }
-        })?;
-        match step {
-            Some((Step::Found(found), next)) => return Ok(Some((found, next))),
-            Some((Step::Skip, next)) => cursor = next,
-            Some((Step::Miss, _)) | None => return Ok(None),
+    let interest = |key: &[u8]| {
+        if wanted(key) {
+            Interest::Take
+        } else if between_events(key) {
+            Interest::Skip
+        } else {
+            Interest::Stop
         }
-    }
-    Ok(None)
+    };
+    let found = engine.read_on(cursor, MAX_STEPS, interest, |_, value| value.map(take))?;
+    Ok(found.and_then(|(taken, next)| taken.map(|taken| (taken, next))))
 }
 
 /// A walk over versions or positions, in either direction, returning at most `remaining`
@@ -417,10 +403,12 @@ impl Iterator for StreamEvents {
             |version| {
                 let version = StreamVersion(version);
                 if let Some(at) = cursor.take() {
-                    let found = read_on(engine, at, |key, value| {
-                        is_event_key(key, stream, version)
-                            .then(|| recorded_event(value, stream, version, &visibility))
-                    })?;
+                    let found = read_on(
+                        engine,
+                        at,
+                        |key| is_event_key(key, stream, version),
+                        |value| recorded_event(value, stream, version, &visibility),
+                    )?;
                     if let Some((decoded, next)) = found {
                         *cursor = Some(next);
                         return decoded
@@ -484,9 +472,8 @@ impl AllEvents {
     fn load(&mut self, position: u64) -> Result<Option<RecordedEvent>> {
         let pointer_key = all_key(Position(position));
         if let Some(at) = self.cursor.take()
-            && let Some((event_key, at)) = read_on(&self.engine, at, |key, value| {
-                (key == pointer_key).then(|| value.to_vec())
-            })?
+            && let Some((event_key, at)) =
+                read_on(&self.engine, at, |key| key == pointer_key, <[u8]>::to_vec)?
             && let Some(event) = self.load_event(&pointer_key, &event_key, Some(at))?
         {
             return Ok(event);
@@ -522,9 +509,7 @@ impl AllEvents {
             }
         };
         let found = match at {
-            Some(at) => match read_on(&self.engine, at, |key, value| {
-                (key == event_key).then(|| decode(value))
-            })? {
+            Some(at) => match read_on(&self.engine, at, |key| key == event_key, decode)? {
                 Some(found) => Some(found),
                 None => return Ok(None),
             },

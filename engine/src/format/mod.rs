@@ -15,7 +15,7 @@ pub use hint::{
 };
 pub use record::{
     BATCH_BEGIN_VALUE_LEN, BatchBegin, DecodeError, RECORD_HEADER_LEN, RecordKind, RecordView,
-    decode_record, encode_record, record_len,
+    decode_record, encode_record, peek_record, record_len,
 };
 
 /// Reads a little-endian `u16` at `at`; the caller has checked the bounds.

@@ -154,6 +154,24 @@ pub fn encode_record(
 
 /// Decodes the record at the start of `buf`, verifying its checksum.
 pub fn decode_record(buf: &[u8]) -> Result<RecordView<'_>, DecodeError> {
+    let (view, len) = parse_record(buf)?;
+    let stored = u32_at(buf, 0);
+    let computed = crc32fast::hash(&buf[CRC_LEN..len]);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    Ok(view)
+}
+
+/// Decodes the record at the start of `buf` **without** verifying its checksum, for
+/// stepping over records whose contents are not used: nothing it returns may be trusted
+/// until [`decode_record`] has verified the same bytes.
+pub fn peek_record(buf: &[u8]) -> Result<RecordView<'_>, DecodeError> {
+    parse_record(buf).map(|(view, _)| view)
+}
+
+/// The record at the start of `buf` and its length, checksum unverified.
+fn parse_record(buf: &[u8]) -> Result<(RecordView<'_>, usize), DecodeError> {
     if buf.len() < RECORD_HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
@@ -164,18 +182,14 @@ pub fn decode_record(buf: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     if buf.len() < len {
         return Err(DecodeError::Truncated);
     }
-    let stored = u32_at(buf, 0);
-    let computed = crc32fast::hash(&buf[CRC_LEN..len]);
-    if stored != computed {
-        return Err(DecodeError::Checksum { stored, computed });
-    }
     let key_end = RECORD_HEADER_LEN + key_len;
-    Ok(RecordView {
+    let view = RecordView {
         kind,
         timestamp_micros: u64_at(buf, TIMESTAMP_AT),
         key: &buf[RECORD_HEADER_LEN..key_end],
         value: &buf[key_end..len],
-    })
+    };
+    Ok((view, len))
 }
 
 #[cfg(test)]
