@@ -2,8 +2,9 @@
 //!
 //! Every store call that touches the disk runs on the blocking pool (`spawn_blocking`), never
 //! on the async workers; an append is submitted on the worker only when the engine says it
-//! will not block (`try_begin_append`). Server-streaming reads run their iterator on a blocking thread that
-//! feeds a bounded channel, so a slow client slows the read, not the server's memory.
+//! will not block (`try_begin_append`). Server-streaming reads run their iterator on a
+//! blocking thread that feeds a bounded channel, so a slow client slows the read, not the
+//! server's memory.
 
 use std::pin::Pin;
 
