@@ -50,9 +50,9 @@ const TYPES: [&str; 3] = ["Opened", "Deposited", "Closed"];
 /// Stream-prefix filters checked on `$all` after every step (`None`: no filter).
 const PREFIXES: [Option<&str>; 4] = [None, Some("acct-1"), Some("acct-"), Some("order")];
 
-fn options() -> Options {
+fn options(sync: SyncPolicy) -> Options {
     let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
+    engine.sync = sync;
     Options::default().engine(engine)
 }
 
@@ -642,8 +642,8 @@ fn page_expected<'a>(
 }
 
 #[expect(clippy::too_many_lines, reason = "one arm per operation, each short")]
-fn run(dir: &Path, ops: &[Op]) -> TestResult {
-    let mut store = EventStore::open(dir, options())?;
+fn run(dir: &Path, ops: &[Op], sync: SyncPolicy) -> TestResult {
+    let mut store = EventStore::open(dir, options(sync))?;
     let mut model = Model::default();
     let mut counter = 0u64;
     for (step, op) in ops.iter().enumerate() {
@@ -707,7 +707,7 @@ fn run(dir: &Path, ops: &[Op]) -> TestResult {
             }
             Op::Reopen => {
                 store.close()?;
-                store = EventStore::open(dir, options())?;
+                store = EventStore::open(dir, options(sync))?;
             }
             Op::Scavenge => {
                 let report = store.scavenge()?;
@@ -803,26 +803,44 @@ fn run(dir: &Path, ops: &[Op]) -> TestResult {
 }
 
 fn run_in_tempdir(ops: &[Op]) -> TestResult {
-    let dir = tempfile::tempdir()?;
-    run(dir.path(), ops)
+    run_with_sync(ops, SyncPolicy::Never)
 }
 
-#[test]
-fn random_operations_match_the_model() -> TestResult {
+fn run_with_sync(ops: &[Op], sync: SyncPolicy) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    run(dir.path(), ops, sync)
+}
+
+/// Runs `cases` random operation sequences (unless `PROPTEST_CASES` says otherwise).
+fn check_random_operations(cases: u32, sync: SyncPolicy) -> TestResult {
     let mut config = Config {
         failure_persistence: None,
         max_shrink_iters: 2048,
         ..Config::default()
     };
     if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = 48;
+        config.cases = cases;
     }
     let mut runner = TestRunner::new(config);
     runner
         .run(&vec(op_strategy(), 1..40), |ops| {
-            run_in_tempdir(&ops).map_err(|error| TestCaseError::fail(error.to_string()))
+            run_with_sync(&ops, sync).map_err(|error| TestCaseError::fail(error.to_string()))
         })
         .map_err(|error| error.to_string().into())
+}
+
+/// Buffered writes: reads are mostly keydir lookups, with data reaching the files at
+/// reopens and scavenges.
+#[test]
+fn random_operations_match_the_model() -> TestResult {
+    check_random_operations(48, SyncPolicy::Never)
+}
+
+/// Every append durable and in its file at once, so forwards reads mostly follow the data
+/// files record by record instead of looking events up.
+#[test]
+fn random_operations_match_the_model_with_every_write_synced() -> TestResult {
+    check_random_operations(48, SyncPolicy::Always)
 }
 
 /// Found by the model: metadata set after a soft delete must not bring the deleted events
