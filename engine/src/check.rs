@@ -79,8 +79,10 @@ pub enum ProblemKind {
 /// Takes the directory lock, so the store must not be open.
 ///
 /// # Errors
-/// [`Error::Locked`] if the store is open, [`Error::NotFound`], [`Error::NotADirectory`],
-/// [`Error::Io`]. Problems in the data are not errors: they are listed in the report.
+/// [`Error::Locked`](crate::Error::Locked) if the store is open,
+/// [`Error::NotFound`](crate::Error::NotFound),
+/// [`Error::NotADirectory`](crate::Error::NotADirectory), [`Error::Io`](crate::Error::Io).
+/// Problems in the data are not errors: they are listed in the report.
 pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
     let dir = dir.as_ref();
     let options = crate::Options {
