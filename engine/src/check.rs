@@ -9,7 +9,7 @@ use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, RecordKind, decode_hint, decode_record,
 };
 use crate::recovery::list;
-use crate::scan::{is_runway, scan_units, valid_record_after};
+use crate::scan::{is_runway, lost_sectors, next_valid_record, scan_units};
 
 /// What [`check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +139,9 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
             if Some(id) == newest && is_runway(bytes, error.unit_offset) {
                 break;
             }
-            let torn = Some(id) == newest && !valid_record_after(bytes, error.resume_at);
+            let next = next_valid_record(bytes, error.resume_at);
+            let torn = Some(id) == newest
+                && next.is_none_or(|next| lost_sectors(bytes, error.unit_offset, next));
             let kind = if torn {
                 ProblemKind::TornTail(error.reason)
             } else {
@@ -152,12 +154,11 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
                 error.offset
             };
             report.problems.push(problem(Some(at), kind));
-            // Carry on from the next valid record to report every problem, not just the first.
-            match (error.resume_at as usize..bytes.len())
-                .find(|&at| decode_record(&bytes[at..]).is_ok())
-            {
-                Some(next) => start = next as u64,
-                None => break,
+            // Carry on from the next valid record to report every problem, not just the
+            // first; opening cuts everything from a torn tail on.
+            match next {
+                Some(next) if !torn => start = next,
+                _ => break,
             }
         }
         if listing.hints.contains(&id) {

@@ -8,7 +8,11 @@
 //! - The newest file is the active file and is always scanned. A bad record there followed
 //!   by nothing valid is a torn tail, left by a crash during a write that was never
 //!   acknowledged: it is truncated away and reported in [`RecoveryReport::torn_tail`]. A bad
-//!   record followed by a valid one cannot be a torn write, so it is [`Error::Corrupt`].
+//!   record followed by a valid one is [`Error::Corrupt`], unless the damage has the shape of
+//!   sectors never persisted (zeros from the bad record to its sector's end, or a whole zero
+//!   sector before the valid one): a crash can persist an unsynced write's sectors in any
+//!   order, so that too is a torn tail, and everything from the bad record on was written by
+//!   that unacknowledged write or after it.
 //!   A batch is applied only when all of it is present and valid. A batch reaches the disk
 //!   in one write whose pages a crash may persist in any order, so damage anywhere inside
 //!   the last batch, with nothing valid after the batch's declared end, is a torn tail too.
@@ -30,7 +34,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file_set::{Change, FileSet};
 use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, decode_hint};
 use crate::keydir::KeyDir;
-use crate::scan::{is_runway, scan_units, valid_record_after};
+use crate::scan::{is_runway, lost_sectors, next_valid_record, scan_units};
 
 /// What recovery found and did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -301,7 +305,9 @@ fn recover_active(
             active.truncate(error.unit_offset)?;
             return Ok(active);
         }
-        if valid_record_after(active.bytes(), error.resume_at) {
+        if let Some(next) = next_valid_record(active.bytes(), error.resume_at)
+            && !lost_sectors(active.bytes(), error.unit_offset, next)
+        {
             return Err(Error::Corrupt {
                 file_id: id,
                 offset: error.offset,

@@ -108,15 +108,71 @@ pub(crate) fn is_runway(bytes: &[u8], from: u64) -> bool {
     bytes[from as usize..].iter().all(|&b| b == 0)
 }
 
-/// Whether any valid record starts at or after `from`: a bad record followed by good ones is
-/// corruption, while one followed by nothing valid is a torn tail.
-pub(crate) fn valid_record_after(bytes: &[u8], from: u64) -> bool {
-    (from as usize..bytes.len()).any(|at| decode_record(&bytes[at..]).is_ok())
+/// Where the first valid record at or after `from` starts, if any: a bad record followed by
+/// good ones is corruption (unless [`lost_sectors`] says otherwise), while one followed by
+/// nothing valid is a torn tail.
+pub(crate) fn next_valid_record(bytes: &[u8], from: u64) -> Option<u64> {
+    (from as usize..bytes.len())
+        .find(|&at| decode_record(&bytes[at..]).is_ok())
+        .map(|at| at as u64)
+}
+
+/// The unit in which disks persist writes atomically, at the least.
+const SECTOR: usize = 512;
+
+/// Whether the damage in `bytes[from..to)` (from a failed unit to the next valid record) has
+/// the shape of sectors of an unsynced write that never reached the disk: zeros from `from`
+/// to the end of its sector, or a whole sector of zeros. A crash may persist any subset of
+/// an unsynced write's sectors, and in the preallocated runway a sector not persisted reads
+/// as zeros, so valid records of that same write may follow the damage. Nothing from such a
+/// write was acknowledged, and nothing after it was written later still, so it is a torn
+/// tail, not corruption.
+pub(crate) fn lost_sectors(bytes: &[u8], from: u64, to: u64) -> bool {
+    let (from, to) = (from as usize, (to as usize).min(bytes.len()));
+    let zeros = |range: std::ops::Range<usize>| bytes[range].iter().all(|&b| b == 0);
+    let first_end = (from / SECTOR + 1) * SECTOR;
+    if first_end > to {
+        return false;
+    }
+    zeros(from..first_end)
+        || (first_end..to)
+            .step_by(SECTOR)
+            .any(|sector| sector + SECTOR <= to && zeros(sector..sector + SECTOR))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_sectors_are_zeros_to_a_sector_end_or_a_whole_zero_sector() {
+        let mut bytes = vec![7u8; 4 * SECTOR];
+        assert!(!lost_sectors(&bytes, 100, 4 * SECTOR as u64), "no zeros");
+        bytes[100..SECTOR].fill(0);
+        assert!(
+            lost_sectors(&bytes, 100, 4 * SECTOR as u64),
+            "zeros to the sector's end"
+        );
+        assert!(
+            !lost_sectors(&bytes, 100, 400),
+            "the next record is in the same sector"
+        );
+        bytes[100..SECTOR].fill(7);
+        bytes[2 * SECTOR..3 * SECTOR].fill(0);
+        assert!(
+            lost_sectors(&bytes, 100, 3 * SECTOR as u64),
+            "a whole zero sector"
+        );
+        assert!(
+            !lost_sectors(&bytes, 100, 3 * SECTOR as u64 - 1),
+            "not whole before `to`"
+        );
+        bytes[2 * SECTOR..3 * SECTOR - 1].fill(7);
+        assert!(
+            !lost_sectors(&bytes, 100, 4 * SECTOR as u64),
+            "zeros short of a sector"
+        );
+    }
     use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind, RECORD_HEADER_LEN, encode_record};
 
     fn file_with(units: &[&[(&[u8], &[u8])]]) -> Vec<u8> {
@@ -170,7 +226,7 @@ mod tests {
             assert_eq!(units, 1, "cut {cut}");
             assert_eq!(error.unit_offset, batch_at as u64);
             assert!(
-                !valid_record_after(&whole[..cut], error.resume_at),
+                next_valid_record(&whole[..cut], error.resume_at).is_none(),
                 "cut {cut}"
             );
         }
@@ -183,6 +239,6 @@ mod tests {
         let error = scan_units(&bytes, FILE_HEADER_LEN as u64, |_, _| {}).unwrap_err();
         assert_eq!(error.offset, FILE_HEADER_LEN as u64);
         assert!(matches!(error.reason, Corruption::Checksum { .. }));
-        assert!(valid_record_after(&bytes, error.resume_at));
+        assert!(next_valid_record(&bytes, error.resume_at).is_some());
     }
 }

@@ -352,6 +352,19 @@ fn a_torn_final_batch_is_cut_at_every_byte_and_nothing_else_is_lost() -> Result<
     Ok(())
 }
 
+/// Checks that `check` finds exactly one problem in `dir`: a torn tail at `offset`.
+fn assert_one_torn_tail_at(dir: &Path, offset: usize, name: &str) -> Result<()> {
+    let report = check(dir)?;
+    assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
+    assert!(
+        matches!(report.problems[0].kind, ProblemKind::TornTail(_)),
+        "{name}: {}",
+        report.problems[0]
+    );
+    assert_eq!(report.problems[0].offset, Some(offset as u64), "{name}");
+    Ok(())
+}
+
 /// A closed store of [`earlier_writes`]: its directory, the writes, the active file's id and
 /// bytes.
 fn closed_store() -> Result<(tempfile::TempDir, Writes, u32, Vec<u8>)> {
@@ -398,18 +411,7 @@ fn trailing_garbage_is_cut_as_a_torn_tail() -> Result<()> {
         damaged.extend_from_slice(&tail);
         fs::write(&path, &damaged)?;
 
-        let report = check(work.path())?;
-        assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
-        assert!(
-            matches!(report.problems[0].kind, ProblemKind::TornTail(_)),
-            "{name}: {}",
-            report.problems[0]
-        );
-        assert_eq!(
-            report.problems[0].offset,
-            Some(bytes.len() as u64),
-            "{name}"
-        );
+        assert_one_torn_tail_at(work.path(), bytes.len(), name)?;
 
         let store = open(work.path())?;
         assert_eq!(contents(&store)?, writes.model, "{name}");
@@ -1181,5 +1183,64 @@ fn sealed_and_closed_files_hold_no_runway() -> Result<()> {
             .map_or(FILE_HEADER_LEN, |unit| unit.end);
         assert_eq!(end, bytes.len(), "file {id} ends at its last record");
     }
+    Ok(())
+}
+
+/// A crash can persist the sectors of an unsynced write in any order, and a sector that did
+/// not reach the disk reads as the runway's zeros: valid records of that write may follow
+/// the hole. That is a torn tail (the write was never acknowledged), not corruption.
+#[test]
+fn sectors_lost_from_the_last_write_are_a_torn_tail_even_with_valid_records_after() -> Result<()> {
+    const SECTOR: usize = 512;
+    let (src, writes, active, acknowledged) = closed_store()?;
+    // The "last write": two batches of several sectors, appended after a reopen.
+    let store = Bitcask::builder(src.path())
+        .max_file_size(1 << 20)
+        .auto_merge(None)
+        .open()?;
+    for round in 0..2 {
+        let mut batch = WriteBatch::new();
+        for i in 0..6 {
+            batch.put(format!("lost-{round}-{i}"), vec![b'v'; 300]);
+        }
+        store.write(batch)?;
+    }
+    store.close()?;
+    let written = fs::read(data_path(src.path(), active))?;
+    assert!(written.len() > acknowledged.len() + 6 * SECTOR);
+    let start = acknowledged.len();
+    let first_whole_sector = start.div_ceil(SECTOR) * SECTOR;
+    let holes: [(&str, std::ops::Range<usize>); 2] = [
+        (
+            "zeros from the write's start to its sector's end",
+            start..first_whole_sector,
+        ),
+        (
+            "a whole sector inside the first batch",
+            first_whole_sector + SECTOR..first_whole_sector + 2 * SECTOR,
+        ),
+    ];
+    for (name, hole) in holes {
+        let work = tempfile::tempdir()?;
+        copy_store(src.path(), work.path())?;
+        let mut damaged = written.clone();
+        damaged[hole].fill(0);
+        fs::write(data_path(work.path(), active), &damaged)?;
+
+        assert_one_torn_tail_at(work.path(), start, name)?;
+        let store = open(work.path())?;
+        let torn = store.recovery_report().torn_tail.expect("a torn tail");
+        assert_eq!(torn.offset, start as u64, "{name}");
+        assert_eq!(contents(&store)?, writes.model, "{name}");
+        store.close()?;
+    }
+
+    // The same hole filled with anything but zeros is damage, not a lost sector.
+    let work = tempfile::tempdir()?;
+    copy_store(src.path(), work.path())?;
+    let mut damaged = written.clone();
+    damaged[first_whole_sector + SECTOR..first_whole_sector + 2 * SECTOR].fill(0x55);
+    fs::write(data_path(work.path(), active), &damaged)?;
+    assert!(matches!(open(work.path()), Err(Error::Corrupt { .. })));
     Ok(())
 }
