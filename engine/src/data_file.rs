@@ -102,8 +102,9 @@ pub(crate) struct DataFile {
     /// End of the last batch published to the keydir (under `SyncPolicy::Always`, made
     /// durable): records are read in file order only below it and below `len`.
     published: AtomicU64,
-    /// The file's length on disk, synced: `len` plus the runway. Raised by the extension
-    /// and by appends past it, lowered only by sealing.
+    /// The file's length on disk: `len` plus the runway of zeros (synced, except for an
+    /// extension in progress). Raised by the extension and by appends past it, lowered only
+    /// by sealing.
     allocated: AtomicU64,
     /// Held while writing at or past `allocated`; `true` once the file is sealed, after
     /// which the runway never grows again.
@@ -249,24 +250,34 @@ impl DataFile {
 
     /// Writes zeros past the runway's end and syncs them, so later appends there grow
     /// nothing. Does nothing once the file is sealed.
+    ///
+    /// The zeros go in chunks, each under the `extension` lock, so a writer that outruns the
+    /// runway waits for one chunk, never for the whole extension and its sync; it then
+    /// writes into zeros that may not be synced yet, and its own sync makes them durable.
     pub(crate) fn extend_runway(&self) -> io::Result<()> {
-        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-        let sealed = self.extension.lock();
+        static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
         let result = (|| {
-            if *sealed {
-                return Ok(());
+            let to = {
+                let sealed = self.extension.lock();
+                if *sealed {
+                    return Ok(());
+                }
+                let from = self.allocated.load(Ordering::Acquire);
+                (from + runway_step(from)).min(self.capacity())
+            };
+            loop {
+                let sealed = self.extension.lock();
+                // Appends past the runway may have moved `allocated` on: start from there,
+                // never over their bytes.
+                let at = self.allocated.load(Ordering::Acquire);
+                if *sealed || at >= to {
+                    break;
+                }
+                let chunk = (to - at).min(ZEROS.len() as u64);
+                self.file.write_all_at(&ZEROS[..chunk as usize], at)?;
+                self.allocated.store(at + chunk, Ordering::Release);
             }
-            let from = self.allocated.load(Ordering::Acquire);
-            let to = (from + runway_step(from)).min(self.capacity());
-            let mut at = from;
-            while at < to {
-                let chunk = (to - at).min(ZEROS.len() as u64) as usize;
-                self.file.write_all_at(&ZEROS[..chunk], at)?;
-                at += chunk as u64;
-            }
-            self.file.sync_data()?;
-            self.allocated.store(to, Ordering::Release);
-            Ok(())
+            self.file.sync_data()
         })();
         self.extension_requested.store(false, Ordering::Release);
         result

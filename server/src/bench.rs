@@ -452,33 +452,78 @@ async fn subscribe(
     })
 }
 
-/// The whole suite against one server, printed as it goes.
+/// One workload of the suite.
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    Appends { clients: usize, batch: u64 },
+    ReadStream,
+    ReadAll,
+    Subscribe,
+}
+
+impl Workload {
+    async fn run(
+        self,
+        connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
+        run: &str,
+        events: u64,
+    ) -> anyhow::Result<Figures> {
+        match self {
+            Workload::Appends { clients, batch } => {
+                appends(connect, run, clients, (events / batch).max(1), batch).await
+            }
+            Workload::ReadStream => read_stream(&mut connect().await?, run, events).await,
+            Workload::ReadAll => read_all(&mut connect().await?).await,
+            Workload::Subscribe => subscribe(connect, run, events.min(5000)).await,
+        }
+    }
+}
+
+/// The whole suite against our server and, if given, the peer, printed as it goes. With a
+/// peer, each workload runs against both before the next starts, so both meet the disk and
+/// the machine in the same state. Returns our figures and the peer's.
 pub(crate) async fn run_suite(
-    connect: impl AsyncFn() -> anyhow::Result<Client> + Sync,
+    ours: impl AsyncFn() -> anyhow::Result<Client> + Sync,
+    peer: Option<impl AsyncFn() -> anyhow::Result<Client> + Sync>,
     clients: &[usize],
     events: u64,
-) -> anyhow::Result<Vec<Figures>> {
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>)> {
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let mut all = Vec::new();
-    let mut report = |figures: Figures| {
-        println!("{}", figures.line());
-        all.push(figures);
-    };
-    for &n in clients {
-        report(appends(&connect, &run, n, events, 1).await?);
+    let mut workloads: Vec<Workload> = clients
+        .iter()
+        .map(|&clients| Workload::Appends { clients, batch: 1 })
+        .collect();
+    workloads.extend([
+        Workload::Appends {
+            clients: 1,
+            batch: 100,
+        },
+        Workload::Appends {
+            clients: 1,
+            batch: 1000,
+        },
+        Workload::ReadStream,
+        Workload::ReadAll,
+        Workload::Subscribe,
+    ]);
+    let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
+    for workload in workloads {
+        let figures = workload.run(&ours, &run, events).await?;
+        let label = if peer.is_some() { "Caskade  " } else { "" };
+        println!("{label}{}", figures.line());
+        our_figures.push(figures);
+        if let Some(peer) = &peer {
+            let figures = workload.run(peer, &run, events).await?;
+            println!("UmaDB    {}", figures.line());
+            peer_figures.push(figures);
+        }
     }
-    report(appends(&connect, &run, 1, (events / 100).max(1), 100).await?);
-    report(appends(&connect, &run, 1, (events / 1000).max(1), 1000).await?);
-    let mut client = connect().await?;
-    report(read_stream(&mut client, &run, events).await?);
-    report(read_all(&mut client).await?);
-    report(subscribe(&connect, &run, events.min(5000)).await?);
-    Ok(all)
+    Ok((our_figures, peer_figures))
 }
 
 /// Prints Caskade's figures beside the peer's, with the ratios.

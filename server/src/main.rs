@@ -686,15 +686,14 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 bail!("--clients needs numbers above 0 and --events must be above 0");
             }
             println!("Caskade at {}", client.addr);
-            let connect = async || -> anyhow::Result<_> {
+            let ours = async || -> anyhow::Result<_> {
                 Ok(bench::Client::Caskade(
                     Client::connect(&client).await?.streams(),
                 ))
             };
-            let ours = bench::run_suite(connect, &clients, events).await?;
-            if let Some(addr) = umadb {
+            let peer = umadb.map(|addr| {
                 println!("UmaDB at {addr}");
-                let connect = async || -> anyhow::Result<_> {
+                async move || -> anyhow::Result<_> {
                     let channel = Endpoint::from_shared(format!("http://{addr}"))?
                         .connect()
                         .await
@@ -703,8 +702,11 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                         bench::umadb::dcb_client::DcbClient::new(channel)
                             .max_decoding_message_size(usize::MAX),
                     ))
-                };
-                let theirs = bench::run_suite(connect, &clients, events).await?;
+                }
+            });
+            let compare = peer.is_some();
+            let (ours, theirs) = bench::run_suite(ours, peer, &clients, events).await?;
+            if compare {
                 bench::compare(&ours, &theirs);
             }
         }
