@@ -64,6 +64,16 @@ pub(crate) fn head_key(stream: &str) -> Vec<u8> {
     key
 }
 
+/// `$all` entries are written for the first event of every append and for every event whose
+/// position is a multiple of this, so the entry nearest at or below any position is at most
+/// `ALL_ENTRY_SPACING - 1` positions back and belongs to the same append.
+pub(crate) const ALL_ENTRY_SPACING: u64 = 64;
+
+/// Whether the event at `position`, the `index`-th of its append, gets a `$all` entry.
+pub(crate) fn has_all_entry(index: usize, position: Position) -> bool {
+    index == 0 || position.0.is_multiple_of(ALL_ENTRY_SPACING)
+}
+
 pub(crate) fn all_key(position: Position) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = ALL_PREFIX;

@@ -16,8 +16,8 @@ use regex::Regex;
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
 use crate::format::{
-    ALL_PREFIX, HEAD_PREFIX, Head, all_key, decode_event, event_key, head_key, is_event_key,
-    micros_to_time, parse_event_key,
+    ALL_ENTRY_SPACING, ALL_PREFIX, EVENT_PREFIX, HEAD_PREFIX, Head, all_key, decode_event,
+    event_key, head_key, is_event_key, micros_to_time, parse_event_key,
 };
 use crate::metadata::StreamState;
 use crate::store::{EventStore, corrupt};
@@ -437,9 +437,19 @@ pub struct AllEvents {
     /// One past the last position the read may return.
     end: u64,
     visibility: HashMap<Arc<str>, Visibility>,
-    /// Forwards: just past the last event read, where the next `$all` entry usually
-    /// follows, then its event.
+    /// Forwards: just past the last event read, where the next event usually follows.
     cursor: Option<RecordCursor>,
+    /// The last `$all` entry found by a seek, valid for the positions it covers.
+    anchor: Option<Anchor>,
+}
+
+/// A `$all` entry and the positions it locates: every position from its own up to `upto`
+/// (inclusive) belongs to its append, since no entry lies between.
+struct Anchor {
+    position: u64,
+    upto: u64,
+    stream: String,
+    version: u64,
 }
 
 /// How many streams' visibility an `$all` read remembers before starting afresh.
@@ -470,62 +480,130 @@ impl AllEvents {
     }
 
     fn load(&mut self, position: u64) -> Result<Option<RecordedEvent>> {
-        let pointer_key = all_key(Position(position));
         if let Some(at) = self.cursor.take()
-            && let Some((event_key, at)) =
-                read_on(&self.engine, at, |key| key == pointer_key, <[u8]>::to_vec)?
-            && let Some(event) = self.load_event(&pointer_key, &event_key, Some(at))?
+            && let Some((event, next)) = self.next_in_file(at, position)?
         {
+            self.cursor = Some(next);
             return Ok(event);
         }
-        let Some(event_key) = self.engine.get(&pointer_key)? else {
+        let Some((stream, version)) = self.locate(position)? else {
             return Ok(None);
         };
-        Ok(self.load_event(&pointer_key, &event_key, None)?.flatten())
-    }
-
-    /// The event `event_key` names, which `$all` entry `pointer_key` pointed at, unless the
-    /// filter or the stream's visibility hides it. Read from the record at `at` if that
-    /// is the event's (`None` if not), else looked up.
-    #[expect(
-        clippy::option_option,
-        reason = "outer: found at `at` or not; inner: shown or hidden"
-    )]
-    fn load_event(
-        &mut self,
-        pointer_key: &[u8],
-        event_key: &[u8],
-        at: Option<RecordCursor>,
-    ) -> Result<Option<Option<RecordedEvent>>> {
-        let (stream, version) = parse_event_key(event_key)
-            .ok_or_else(|| corrupt(pointer_key, "$all entry is not an event key"))?;
-        let shown = self.filter.matches_stream(stream);
-        let (stream, visibility) = self.visibility(stream)?;
-        let decode = |value: &[u8]| {
-            if shown {
-                recorded_event(value, &stream, version, &visibility)
-            } else {
-                Ok(None)
-            }
-        };
-        let found = match at {
-            Some(at) => match read_on(&self.engine, at, |key| key == event_key, decode)? {
-                Some(found) => Some(found),
-                None => return Ok(None),
-            },
-            None => self.engine.get_with_cursor(event_key, decode)?,
-        };
+        let key = event_key(&stream, StreamVersion(version));
+        let shown = self.filter.matches_stream(&stream);
+        let (stream, visibility) = self.visibility(&stream)?;
+        let found = self.engine.get_with_cursor(&key, |value| {
+            decode_at(
+                value,
+                position,
+                shown,
+                &stream,
+                StreamVersion(version),
+                &visibility,
+            )
+        })?;
         let Some((decoded, next)) = found else {
-            return Ok(Some(None));
+            return Ok(None);
+        };
+        let Some(event) = decoded.map_err(|reason| corrupt(&key, reason))? else {
+            // Another position's event (this one was scavenged): nothing here.
+            return Ok(None);
         };
         if self.walk.direction == Direction::Forwards {
             self.cursor = Some(next);
         }
-        let event = decoded.map_err(|reason| corrupt(event_key, reason))?;
-        Ok(Some(event.filter(|event| {
-            self.filter.matches_type(&event.event_type)
-        })))
+        Ok(event.filter(|event| self.filter.matches_type(&event.event_type)))
     }
+
+    /// The event at `position` if it is the next event record in file order after `at`
+    /// (past `$all` entries and heads) and its stream's visibility is known; `None` to fall
+    /// back to [`AllEvents::locate`]. The inner `None`: the event is hidden.
+    fn next_in_file(
+        &self,
+        at: RecordCursor,
+        position: u64,
+    ) -> Result<Option<(Option<RecordedEvent>, RecordCursor)>> {
+        let interest = |key: &[u8]| match key.first() {
+            Some(&EVENT_PREFIX) => Interest::Take,
+            Some(&ALL_PREFIX | &HEAD_PREFIX) => Interest::Skip,
+            _ => Interest::Stop,
+        };
+        let take = |key: &[u8], value: Option<&[u8]>| {
+            let (stream, version) = parse_event_key(key)?;
+            let (name, visibility) = self.visibility.get_key_value(stream)?;
+            let shown = self.filter.matches_stream(stream);
+            match decode_at(value?, position, shown, name, version, visibility) {
+                Ok(Some(event)) => {
+                    Some(event.filter(|event| self.filter.matches_type(&event.event_type)))
+                }
+                // Another position's event, or damage the lookup will report.
+                Ok(None) | Err(_) => None,
+            }
+        };
+        let found = self.engine.read_on(at, MAX_STEPS, interest, take)?;
+        Ok(found.and_then(|(event, next)| event.map(|event| (event, next))))
+    }
+
+    /// The stream and version of the event at `position`, from the nearest `$all` entry at
+    /// or below it (at most [`ALL_ENTRY_SPACING`] lookups back, or none within the anchor
+    /// of the last seek); `None` if there is none, when every event of the position's append
+    /// up to it was scavenged.
+    fn locate(&mut self, position: u64) -> Result<Option<(String, u64)>> {
+        if let Some(anchor) = &self.anchor
+            && (anchor.position..=anchor.upto).contains(&position)
+        {
+            return Ok(Some((
+                anchor.stream.clone(),
+                anchor.version + (position - anchor.position),
+            )));
+        }
+        let lowest = position - position % ALL_ENTRY_SPACING;
+        for candidate in (lowest..=position).rev() {
+            let entry_key = all_key(Position(candidate));
+            let Some(event_key) = self.engine.get(&entry_key)? else {
+                continue;
+            };
+            let (stream, version) = parse_event_key(&event_key)
+                .ok_or_else(|| corrupt(&entry_key, "$all entry is not an event key"))?;
+            let anchor = Anchor {
+                position: candidate,
+                upto: position,
+                stream: stream.to_owned(),
+                version: version.0,
+            };
+            let located = (
+                anchor.stream.clone(),
+                anchor.version + (position - candidate),
+            );
+            self.anchor = Some(anchor);
+            return Ok(Some(located));
+        }
+        Ok(None)
+    }
+}
+
+/// Decodes the event `value` of `stream` at `version` if it is the event at `position`
+/// (`Ok(None)` if it is another's); the inner `None` if the filter (`shown` false) or the
+/// stream's visibility hides it.
+#[expect(
+    clippy::option_option,
+    reason = "outer: this position's event or not; inner: shown or hidden"
+)]
+fn decode_at(
+    value: &[u8],
+    position: u64,
+    shown: bool,
+    stream: &Arc<str>,
+    version: StreamVersion,
+    visibility: &Visibility,
+) -> Result<Option<Option<RecordedEvent>>, &'static str> {
+    if decode_event(value)?.position.0 != position {
+        return Ok(None);
+    }
+    if !shown {
+        return Ok(Some(None));
+    }
+    recorded_event(value, stream, version, visibility).map(Some)
 }
 
 impl Iterator for AllEvents {
@@ -609,6 +687,7 @@ impl EventStore {
             end,
             visibility: HashMap::new(),
             cursor: None,
+            anchor: None,
         }
     }
 
@@ -625,6 +704,7 @@ impl EventStore {
             end,
             visibility: HashMap::new(),
             cursor: None,
+            anchor: None,
         }
     }
 

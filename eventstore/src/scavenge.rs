@@ -84,6 +84,7 @@ impl EventStore {
                     Ok(())
                 })?;
             }
+            let mut removed_any = false;
             for version in 0..first_shown {
                 let event = event_key(&stream, StreamVersion(version));
                 let Some(position) =
@@ -92,10 +93,26 @@ impl EventStore {
                     continue;
                 };
                 let position = position.map_err(|reason| corrupt(&event, reason))?;
-                batch.delete(all_key(position).to_vec()).delete(event);
+                let entry = all_key(position);
+                if engine.contains(&entry)? {
+                    batch.delete(entry.to_vec());
+                }
+                batch.delete(event);
                 report.events_removed += 1;
+                removed_any = true;
                 if batch.len() >= DELETES_PER_BATCH {
                     flush(&mut batch)?;
+                }
+            }
+            // The first event kept may share an append with deleted ones whose `$all`
+            // entries located it: give it its own.
+            if removed_any && first_shown < visibility.end {
+                let event = event_key(&stream, StreamVersion(first_shown));
+                if let Some(position) =
+                    engine.get_with(&event, |value| decode_event(value).map(|s| s.position))?
+                {
+                    let position = position.map_err(|reason| corrupt(&event, reason))?;
+                    batch.put(all_key(position).to_vec(), event);
                 }
             }
         }

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use crate::error::{CurrentVersion, Error, Result};
 use crate::event::{ContentType, EventData, Position, StreamVersion};
 use crate::format::{
-    HEAD_PREFIX, Head, StoredEvent, all_key, decode_event, encoded_event_len, event_key, head_key,
+    HEAD_PREFIX, Head, StoredEvent, all_key, decode_event, encoded_event_len, event_key,
+    has_all_entry, head_key,
 };
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
@@ -325,10 +326,10 @@ impl EventStore {
                     metadata: &event.metadata,
                     data: &event.data,
                 };
-                batch.put(
-                    all_key(Position(first_position + i as u64)).to_vec(),
-                    key.clone(),
-                );
+                let position = Position(first_position + i as u64);
+                if has_all_entry(i, position) {
+                    batch.put(all_key(position).to_vec(), key.clone());
+                }
                 batch.put(key, stored.encode());
             }
             let count = events.len() as u64;
