@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
+mod common;
+use common::contents;
+
 use caskade_engine::{Bitcask, Result, SyncPolicy, WriteBatch, check};
 
 /// Every file in `dir`, by name, with its bytes.
@@ -21,17 +24,6 @@ fn files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         );
     }
     Ok(files)
-}
-
-/// Everything `store` holds, read through `keys()` and `get()`.
-fn contents(store: &Bitcask) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let mut contents = BTreeMap::new();
-    for key in store.keys() {
-        let value = store.get(&key)?.expect("a listed key has a value");
-        contents.insert(key, value);
-    }
-    assert_eq!(contents.len(), store.len());
-    Ok(contents)
 }
 
 fn assert_checks_clean(dir: &Path) -> Result<caskade_engine::CheckReport> {

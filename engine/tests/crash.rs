@@ -7,17 +7,18 @@
 //! write `N` has returned; what write `N` does follows from `N` alone ([`Op::nth`]), so the
 //! parent knows exactly what each acknowledged write stored.
 
-use std::collections::BTreeMap;
 use std::error::Error;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::{Model, contents};
+
 use caskade_engine::{Bitcask, MergeTrigger, SyncPolicy, WriteBatch, check};
 
 type TestResult = std::result::Result<(), Box<dyn Error>>;
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The store directory the child writes to; its presence makes the test run as the child.
 const CHILD_DIR_VAR: &str = "CASKADE_CRASH_CHILD_DIR";
@@ -112,16 +113,6 @@ fn model_after(count: u64) -> Model {
         Op::nth(n).apply(&mut model);
     }
     model
-}
-
-fn contents(store: &Bitcask) -> caskade_engine::Result<Model> {
-    let mut out = Model::new();
-    for key in store.keys() {
-        if let Some(value) = store.get(&key)? {
-            out.insert(key, value);
-        }
-    }
-    Ok(out)
 }
 
 /// The child: writes until killed, acknowledging each write once it has returned.

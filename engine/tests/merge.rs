@@ -5,19 +5,19 @@
 //! would fire in any other test's merge. Every test here therefore holds a
 //! [`FailScenario`], whose lock runs them one at a time.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod common;
+use common::{Model, contents};
+
 use caskade_engine::{
     Bitcask, Error, MergeProgress, MergeTrigger, Result, Stats, SyncPolicy, WriteBatch, check,
 };
 use fail::FailScenario;
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const SMALL_FILE: u64 = 1024;
 const RECORD_HEADER_LEN: u64 = 19;
@@ -28,18 +28,6 @@ fn open(dir: &Path) -> Result<Bitcask> {
         .max_file_size(SMALL_FILE)
         .auto_merge(None)
         .open()
-}
-
-/// Every live key and its value, read through `get`.
-fn contents(store: &Bitcask) -> Result<Model> {
-    let mut out = Model::new();
-    for key in store.keys() {
-        let value = store.get(&key)?;
-        let value = value.unwrap_or_else(|| panic!("listed key {key:?} has no value"));
-        out.insert(key, value);
-    }
-    assert_eq!(out.len(), store.len(), "keys() and len() disagree");
-    Ok(out)
 }
 
 /// Asserts the store holds exactly `model`, and that none of `deleted` is readable.

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{Model, contents};
+
 use caskade_engine::{Bitcask, CheckReport, Error, FileId, ProblemKind, Result, WriteBatch, check};
 
 const FILE_HEADER_LEN: usize = 16;
@@ -24,7 +27,6 @@ const KIND_BATCH_BEGIN: u8 = 3;
 /// The smallest file size the engine accepts; small files make rotation cheap to reach.
 const SMALL_FILE: u64 = 1024;
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Each live key's latest record: `key -> (file id, record offset, value)`.
 type LiveRecords = BTreeMap<Vec<u8>, (u32, usize, Vec<u8>)>;
 
@@ -75,18 +77,6 @@ impl Writes {
         }
         Ok(())
     }
-}
-
-/// Every live key and its value, read through `get`.
-fn contents(store: &Bitcask) -> Result<Model> {
-    let mut out = Model::new();
-    for key in store.keys() {
-        let value = store.get(&key)?;
-        let value = value.unwrap_or_else(|| panic!("listed key {key:?} has no value"));
-        out.insert(key, value);
-    }
-    assert_eq!(out.len(), store.len(), "keys() and len() disagree");
-    Ok(out)
 }
 
 fn data_path(dir: &Path, id: u32) -> PathBuf {
