@@ -16,8 +16,8 @@ use regex::Regex;
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
 use crate::format::{
-    ALL_ENTRY_SPACING, ALL_PREFIX, EVENT_PREFIX, HEAD_PREFIX, Head, all_key, decode_event,
-    event_key, head_key, is_event_key, micros_to_time, parse_event_key,
+    ALL_ENTRY_SPACING, ALL_PREFIX, EVENT_PREFIX, HEAD_PREFIX, Head, StoredEvent, all_key,
+    decode_event, event_key, head_key, is_event_key, micros_to_time, parse_event_key,
 };
 use crate::metadata::StreamState;
 use crate::store::{EventStore, corrupt};
@@ -254,11 +254,20 @@ fn recorded_event(
     version: StreamVersion,
     visibility: &Visibility,
 ) -> Result<Option<RecordedEvent>, &'static str> {
-    let stored = decode_event(value)?;
+    decode_event(value).map(|stored| shown_event(&stored, stream, version, visibility))
+}
+
+/// The event as readers get it; `None` if `visibility` hides it.
+fn shown_event(
+    stored: &StoredEvent<'_>,
+    stream: &Arc<str>,
+    version: StreamVersion,
+    visibility: &Visibility,
+) -> Option<RecordedEvent> {
     if !visibility.shows(version.0, stored.recorded_at_micros) {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(RecordedEvent {
+    Some(RecordedEvent {
         id: stored.id,
         stream: Arc::clone(stream),
         version,
@@ -268,7 +277,7 @@ fn recorded_event(
         data: stored.data.to_vec(),
         metadata: stored.metadata.to_vec(),
         recorded_at: micros_to_time(stored.recorded_at_micros),
-    }))
+    })
 }
 
 /// Looks up and decodes the event stored under `key`, with a cursor past its record; `None`
@@ -597,13 +606,15 @@ fn decode_at(
     version: StreamVersion,
     visibility: &Visibility,
 ) -> Result<Option<Option<RecordedEvent>>, &'static str> {
-    if decode_event(value)?.position.0 != position {
+    let stored = decode_event(value)?;
+    if stored.position.0 != position {
         return Ok(None);
     }
-    if !shown {
-        return Ok(Some(None));
-    }
-    recorded_event(value, stream, version, visibility).map(Some)
+    Ok(Some(
+        shown
+            .then(|| shown_event(&stored, stream, version, visibility))
+            .flatten(),
+    ))
 }
 
 impl Iterator for AllEvents {
