@@ -8,7 +8,8 @@
 //! with no lock held, then publishes every batch it covered to the keydir in write order and
 //! wakes the others. Writes that arrive during a sync are covered by the next one (group
 //! commit). Invariant: under `Always` a record becomes visible to readers only after it is
-//! durable, so nothing a reader saw can be lost by a crash.
+//! durable, so nothing a reader saw can be lost by a crash. For a large group, a helper
+//! thread inserts the new keys, hidden, while the sync runs (see `crate::publish`).
 //!
 //! After a failed write or sync the store is poisoned: what is on disk is no longer known,
 //! so every later write fails with [`Error::Poisoned`] until the store is reopened.
@@ -27,16 +28,17 @@ use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
 
 use crate::backup::BackupReport;
-use crate::batch::{BatchOp, WriteBatch};
+use crate::batch::WriteBatch;
 use crate::data_file::{DataFile, FileId, LOCK_FILE, sync_dir};
 use crate::error::{Corruption, Error, Result};
-use crate::file_set::{Change, FileSet};
+use crate::file_set::FileSet;
 use crate::format::{
     BatchBegin, FILE_HEADER_LEN, RecordKind, decode_record, encode_record, peek_record, record_len,
 };
 use crate::keydir::{KeyDir, ValueLocation};
 use crate::merge::{MergeProgress, MergeReport};
 use crate::options::{Builder, Options, SyncPolicy};
+use crate::publish::{EARLY_PUBLISH_MIN_OPS, EarlyPublisher, PendingBatch, early_publish};
 use crate::recovery::{RecoveryReport, recover};
 use crate::scan::corruption;
 use crate::stats::{FileStats, Stats};
@@ -75,7 +77,7 @@ impl std::fmt::Debug for Bitcask {
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) options: Options,
-    pub(crate) keydir: KeyDir,
+    pub(crate) keydir: Arc<KeyDir>,
     pub(crate) files: ArcSwap<FileSet>,
     pub(crate) writer: Mutex<Writer>,
     commit: Mutex<CommitState>,
@@ -90,6 +92,7 @@ pub(crate) struct Inner {
     pub(crate) background: Arc<Background>,
     async_sync: Arc<AsyncSync>,
     preallocator: Arc<Preallocator>,
+    early_publisher: Arc<EarlyPublisher>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     lock_file: File,
@@ -115,35 +118,6 @@ impl Writer {
     /// The sequence number of the last batch written.
     pub(crate) fn last_seq(&self) -> u64 {
         self.next_seq - 1
-    }
-}
-
-struct PendingBatch {
-    file_id: FileId,
-    /// Where the batch ends in its file.
-    end: u64,
-    framing_len: u64,
-    ops: Vec<PendingOp>,
-}
-
-struct PendingOp {
-    kind: RecordKind,
-    key: Vec<u8>,
-    offset: u32,
-    value_len: u32,
-    timestamp_micros: u64,
-}
-
-impl PendingOp {
-    fn change(&self, file_id: FileId) -> Change<'_> {
-        Change {
-            kind: self.kind,
-            key: &self.key,
-            file_id,
-            offset: self.offset,
-            value_len: self.value_len,
-            timestamp_micros: self.timestamp_micros,
-        }
     }
 }
 
@@ -412,7 +386,7 @@ impl Bitcask {
         let next_file_id = recovered.active.id().0 + 1;
         let inner = Arc::new(Inner {
             dir,
-            keydir: recovered.keydir,
+            keydir: Arc::new(recovered.keydir),
             files: ArcSwap::from_pointee(recovered.files),
             writer: Mutex::new(Writer {
                 active: recovered.active,
@@ -429,6 +403,7 @@ impl Bitcask {
             merge_lock: Mutex::new(()),
             background: Arc::default(),
             preallocator: Arc::default(),
+            early_publisher: Arc::default(),
             async_sync: Arc::default(),
             threads: Mutex::new(Vec::new()),
             recovery: recovered.report,
@@ -574,7 +549,11 @@ impl Bitcask {
     /// [`Error::Closed`].
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         self.handle.inner.check_open()?;
-        Ok(self.handle.inner.keydir.get(key).is_some())
+        let inner = &self.handle.inner;
+        Ok(inner
+            .keydir
+            .get(key)
+            .is_some_and(|location| !inner.files.load().hides(location)))
     }
 
     /// Stores `value` under `key`.
@@ -871,7 +850,11 @@ impl Iterator for Keys {
             if let Some(key) = self.current.next() {
                 return Some(key.into_vec());
             }
-            let keys = self.inner.keydir.shard_keys(self.shard, &self.prefix)?;
+            let files = self.inner.files.load();
+            let keys = self
+                .inner
+                .keydir
+                .shard_keys(self.shard, &self.prefix, |location| !files.hides(location))?;
             self.shard += 1;
             self.current = keys.into_iter();
         }
@@ -914,7 +897,11 @@ impl Inner {
             };
             let len = record_len(key.len(), location.value_len as usize);
             let offset = u64::from(location.offset);
-            if let Some(file) = self.files.load().get(location.file_id)
+            let files = self.files.load();
+            if files.hides(location) {
+                return Ok(None);
+            }
+            if let Some(file) = files.get(location.file_id)
                 && let Some(bytes) = file.slice(offset, len)
             {
                 return verified_value(bytes, key, location)
@@ -939,8 +926,7 @@ impl Inner {
         } else {
             0
         };
-        for op in &batch.ops {
-            let key = op.key();
+        for (_, key, value) in batch.ops() {
             if key.is_empty() {
                 return Err(Error::EmptyKey);
             }
@@ -950,7 +936,6 @@ impl Inner {
                     max: options.max_key_size,
                 });
             }
-            let value = op.value();
             if value.len() > options.max_value_size {
                 return Err(Error::ValueTooLarge {
                     len: value.len(),
@@ -995,28 +980,12 @@ impl Inner {
             writer.pending.push(unit);
             self.group.pending.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.publish(&unit)?;
+            self.publish(&unit, None)?;
             if writer.buf.len() >= self.options.write_buffer_size {
                 self.flush(&mut writer)?;
             }
         }
         Ok(Submitted::Seq(seq))
-    }
-
-    /// Applies a written batch to the keydir and the files' byte counts.
-    fn publish(&self, unit: &PendingBatch) -> Result<()> {
-        let files = self.files.load();
-        if let [op] = unit.ops.as_slice() {
-            files.apply(&self.keydir, &op.change(unit.file_id))?;
-        } else {
-            let changes: Vec<_> = unit.ops.iter().map(|op| op.change(unit.file_id)).collect();
-            files.apply_all(&self.keydir, &changes)?;
-        }
-        if let Some(file) = files.get(unit.file_id) {
-            file.add_dead(unit.framing_len);
-            file.publish_upto(unit.end);
-        }
-        Ok(())
     }
 
     /// Hands the write buffer to the OS.
@@ -1119,13 +1088,34 @@ impl Inner {
         };
         commit.covered_upto = Some(upto);
         parking_lot::MutexGuard::unlocked(commit, || {
+            let op_count: usize = pending.iter().map(PendingBatch::op_count).sum();
+            let (pending, handed_over) = if op_count >= EARLY_PUBLISH_MIN_OPS {
+                match self.early_publisher.hand_over(pending) {
+                    Some(refused) => (refused, false),
+                    None => (Vec::new(), true),
+                }
+            } else {
+                (pending, false)
+            };
             let started = Instant::now();
-            file.sync().map_err(|e| self.poison(Error::Io(e)))?;
+            let synced = file.sync();
             let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // Taken back even if the sync failed: the helper must be idle for the next group.
+            let (pending, handled) = if handed_over {
+                let group = self.early_publisher.take_back();
+                fail::fail_point!("publish::before_reveal");
+                (group.units, Some(group.handled))
+            } else {
+                (pending, None)
+            };
+            synced.map_err(|e| self.poison(Error::Io(e)))?;
             self.group.last_sync_nanos.store(took, Ordering::Relaxed);
             self.group.last_size.store(pending.len(), Ordering::Relaxed);
+            let mut first_op = 0;
             for unit in &pending {
-                self.publish(unit)?;
+                let next_op = first_op + unit.op_count();
+                self.publish(unit, handled.as_ref().map(|h| &h[first_op..next_op]))?;
+                first_op = next_op;
             }
             Ok(upto)
         })
@@ -1240,6 +1230,17 @@ impl Inner {
                     .expect("spawning a thread succeeds unless the system is out of resources"),
             );
         }
+        if self.options.sync == SyncPolicy::Always {
+            let publisher = Arc::clone(&self.early_publisher);
+            let keydir = Arc::clone(&self.keydir);
+            publisher.start();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("caskade-publish".into())
+                    .spawn(move || early_publish(&publisher, &keydir))
+                    .expect("spawning a thread succeeds unless the system is out of resources"),
+            );
+        }
         let store = Arc::downgrade(self);
         let background = Arc::clone(&self.background);
         let interval = self.options.maintenance_interval;
@@ -1258,6 +1259,7 @@ impl Inner {
         self.background.stop();
         self.async_sync.stop();
         self.preallocator.stop();
+        self.early_publisher.stop();
         let threads = mem::take(&mut *self.threads.lock());
         for thread in threads {
             if thread.thread().id() != std::thread::current().id() {
@@ -1317,28 +1319,20 @@ fn encode_unit(
         );
         framing_len = (buf.len() - start) as u64;
     }
-    let mut ops = Vec::with_capacity(batch.len());
-    for op in batch.ops {
+    let mut offsets = Vec::with_capacity(batch.len());
+    for (kind, key, value) in batch.ops() {
         let offset = base + (buf.len() - start) as u64;
-        let (kind, key, value) = match op {
-            BatchOp::Put { key, value } => (RecordKind::Put, key, value),
-            BatchOp::Delete { key } => (RecordKind::Tombstone, key, Vec::new()),
-        };
-        encode_record(buf, kind, timestamp_micros, &key, &value);
-        ops.push(PendingOp {
-            kind,
-            key,
-            offset: u32::try_from(offset).expect("data files stay below 4 GiB"),
-            value_len: value.len() as u32,
-            timestamp_micros,
-        });
+        offsets.push(u32::try_from(offset).expect("data files stay below 4 GiB"));
+        encode_record(buf, kind, timestamp_micros, key, value);
     }
     debug_assert_eq!(buf.len() - start, encoded_len);
     PendingBatch {
         file_id,
         end: base + encoded_len as u64,
         framing_len,
-        ops,
+        timestamp_micros,
+        batch,
+        offsets,
     }
 }
 

@@ -194,6 +194,13 @@ impl DataFile {
         self.len().min(self.published.load(Ordering::Acquire))
     }
 
+    /// Whether the record at `offset` is published: keydir entries of records that are not
+    /// are hidden from readers (see `crate::publish`). Under `Interval` and `Never` a record
+    /// is published as it is written, before it reaches the OS.
+    pub(crate) fn is_published(&self, offset: u32) -> bool {
+        u64::from(offset) < self.published.load(Ordering::Acquire)
+    }
+
     /// Marks the records before `end` as published.
     pub(crate) fn publish_upto(&self, end: u64) {
         self.published.fetch_max(end, Ordering::AcqRel);

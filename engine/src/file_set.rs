@@ -26,7 +26,7 @@ pub(crate) struct Change<'a> {
     pub(crate) timestamp_micros: u64,
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
     fn location(&self) -> ValueLocation {
         ValueLocation {
             file_id: self.file_id,
@@ -35,11 +35,27 @@ impl Change<'_> {
             timestamp_secs: (self.timestamp_micros / 1_000_000) as u32,
         }
     }
+
+    /// The change as a keydir update: a location puts, `None` removes.
+    pub(crate) fn keydir_update(&self) -> (&'a [u8], Option<ValueLocation>) {
+        match self.kind {
+            RecordKind::Put => (self.key, Some(self.location())),
+            RecordKind::Tombstone => (self.key, None),
+            RecordKind::BatchBegin => unreachable!("batch framing is never applied as a change"),
+        }
+    }
 }
 
 impl FileSet {
     pub(crate) fn get(&self, id: FileId) -> Option<&Arc<DataFile>> {
         self.files.get(&id)
+    }
+
+    /// Whether a keydir entry at `location` is hidden: its record is not yet published (see
+    /// `crate::publish`). An entry whose file a merge has just retired is not hidden.
+    pub(crate) fn hides(&self, location: ValueLocation) -> bool {
+        self.get(location.file_id)
+            .is_some_and(|file| !file.is_published(location.offset))
     }
 
     pub(crate) fn insert(&mut self, file: Arc<DataFile>) {
@@ -69,16 +85,7 @@ impl FileSet {
     /// Applies `changes` in order, as [`FileSet::apply`] one by one would, locking each
     /// keydir shard once.
     pub(crate) fn apply_all(&self, keydir: &KeyDir, changes: &[Change<'_>]) -> Result<()> {
-        let updates: Vec<_> = changes
-            .iter()
-            .map(|change| match change.kind {
-                RecordKind::Put => (change.key, Some(change.location())),
-                RecordKind::Tombstone => (change.key, None),
-                RecordKind::BatchBegin => {
-                    unreachable!("batch framing is never applied as a change")
-                }
-            })
-            .collect();
+        let updates: Vec<_> = changes.iter().map(Change::keydir_update).collect();
         let replaced = keydir.update_all(&updates)?;
         for (change, replaced) in changes.iter().zip(replaced) {
             self.account(change, replaced);
@@ -88,7 +95,7 @@ impl FileSet {
 
     /// Counts `change`'s record as live (a put) or dead (a tombstone), and the record it
     /// replaced, if any, as dead.
-    fn account(&self, change: &Change<'_>, replaced: Option<ValueLocation>) {
+    pub(crate) fn account(&self, change: &Change<'_>, replaced: Option<ValueLocation>) {
         let len = record_len(change.key.len(), change.value_len as usize) as u64;
         if let Some(file) = self.get(change.file_id) {
             match change.kind {

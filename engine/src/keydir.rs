@@ -5,16 +5,22 @@
 //! lock, so readers on different keys rarely touch the same lock word and a table resize
 //! stalls one shard, not the store.
 //!
-//! Per key a shard holds a 20-byte [`Slot`] in a `hashbrown` table (plus one control byte per
+//! Per key a shard holds a 24-byte [`Slot`] in a `hashbrown` table (plus one control byte per
 //! bucket) and the key's bytes, after a 2-byte length, in the shard's arena: 64 KiB chunks
 //! filled in order, so key storage wastes at most one partly filled chunk per shard. Keys of
 //! removed entries are garbage in the arena until the shard compacts it, which it does once
 //! garbage outweighs live key bytes. Invariant: every slot's `key_ref` names its own key in
-//! its shard's arena.
+//! its shard's arena, and its `hash` is the low 32 bits of that key's hash.
+//!
+//! The table hashes a slot from its stored `hash` alone, so growing a table never reads a
+//! key back from the arena (on a table larger than the cache, that read was a miss per key),
+//! and a lookup compares keys only when their stored hashes match.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use parking_lot::RwLock;
 
 use crate::data_file::FileId;
@@ -22,8 +28,8 @@ use crate::error::{Error, Result};
 
 /// Number of shards; a power of two.
 const SHARD_COUNT: usize = 64;
-/// The shard is chosen from hash bits 32..38. Hashbrown takes a bucket's position from the
-/// low bits and its control tag from the top seven, so neither loses entropy to sharding.
+/// The shard is chosen from hash bits 32..38; the slot keeps bits 0..32 (see [`table_hash`]),
+/// so the two are independent.
 const SHARD_SHIFT: u32 = 32;
 
 /// Size of an arena chunk. A `key_ref` is a chunk index (high 16 bits) and a position in
@@ -48,6 +54,8 @@ pub struct ValueLocation {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     key_ref: u32,
+    /// The low 32 bits of the key's hash.
+    hash: u32,
     file_id: u32,
     offset: u32,
     value_len: u32,
@@ -130,49 +138,76 @@ struct Shard {
     arena: Arena,
 }
 
+/// The hash hashbrown sees for a slot whose key's hash has `low` as its low 32 bits.
+/// Hashbrown takes a bucket's position from the low bits of this and its control tag from the
+/// top seven: multiplying by an odd constant keeps the low bits a bijection of `low`'s and
+/// mixes all of `low` into the top ones.
+fn table_hash(low: u32) -> u64 {
+    u64::from(low).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 impl Shard {
-    fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+    fn find(&self, hash: u32, key: &[u8]) -> Option<&Slot> {
         let arena = &self.arena;
-        self.table.find(hash, |slot| arena.key(slot.key_ref) == key)
+        self.table.find(table_hash(hash), |slot| {
+            slot.hash == hash && arena.key(slot.key_ref) == key
+        })
     }
 
-    fn find_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
+    fn find_mut(&mut self, hash: u32, key: &[u8]) -> Option<&mut Slot> {
         let arena = &self.arena;
-        self.table
-            .find_mut(hash, |slot| arena.key(slot.key_ref) == key)
+        self.table.find_mut(table_hash(hash), |slot| {
+            slot.hash == hash && arena.key(slot.key_ref) == key
+        })
     }
 
-    fn insert(
+    /// Points `key` at `location` (one probe of the table whether or not the key is present)
+    /// and returns where it pointed before; with `only_if_absent`, leaves a present key alone.
+    fn upsert(
         &mut self,
-        hasher: &impl BuildHasher,
-        hash: u64,
+        hash: u32,
         key: &[u8],
         location: ValueLocation,
+        only_if_absent: bool,
     ) -> Result<Option<ValueLocation>> {
-        if let Some(slot) = self.find_mut(hash, key) {
-            let old = slot.location();
-            slot.set_location(location);
-            return Ok(Some(old));
-        }
-        let mut slot = Slot {
-            key_ref: self.arena.push(key)?,
-            file_id: 0,
-            offset: 0,
-            value_len: 0,
-            timestamp_secs: 0,
-        };
-        slot.set_location(location);
         let arena = &self.arena;
-        self.table
-            .insert_unique(hash, slot, |slot| hasher.hash_one(arena.key(slot.key_ref)));
-        Ok(None)
+        let entry = self.table.entry(
+            table_hash(hash),
+            |slot| slot.hash == hash && arena.key(slot.key_ref) == key,
+            |slot| table_hash(slot.hash),
+        );
+        match entry {
+            Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
+                let old = slot.location();
+                if !only_if_absent {
+                    slot.set_location(location);
+                }
+                Ok(Some(old))
+            }
+            Entry::Vacant(vacant) => {
+                let mut slot = Slot {
+                    key_ref: self.arena.push(key)?,
+                    hash,
+                    file_id: 0,
+                    offset: 0,
+                    value_len: 0,
+                    timestamp_secs: 0,
+                };
+                slot.set_location(location);
+                vacant.insert(slot);
+                Ok(None)
+            }
+        }
     }
 
-    fn remove(&mut self, hash: u64, key: &[u8]) -> Option<ValueLocation> {
+    fn remove(&mut self, hash: u32, key: &[u8]) -> Option<ValueLocation> {
         let arena = &self.arena;
         let entry = self
             .table
-            .find_entry(hash, |slot| arena.key(slot.key_ref) == key)
+            .find_entry(table_hash(hash), |slot| {
+                slot.hash == hash && arena.key(slot.key_ref) == key
+            })
             .ok()?;
         let (slot, _) = entry.remove();
         self.arena.release(slot.key_ref);
@@ -209,6 +244,8 @@ fn shard_index(hash: u64) -> usize {
 pub(crate) struct KeyDir {
     shards: Box<[RwLock<Shard>]>,
     hasher: foldhash::fast::RandomState,
+    /// Entries inserted by [`KeyDir::insert_new`] and not yet revealed.
+    hidden: AtomicUsize,
 }
 
 impl KeyDir {
@@ -218,12 +255,14 @@ impl KeyDir {
                 .map(|_| RwLock::new(Shard::default()))
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
+            hidden: AtomicUsize::new(0),
         }
     }
 
-    fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
+    /// The low 32 bits of `key`'s hash, and its shard.
+    fn locate(&self, key: &[u8]) -> (u32, &RwLock<Shard>) {
         let hash = self.hasher.hash_one(key);
-        (hash, &self.shards[shard_index(hash)])
+        (hash as u32, &self.shards[shard_index(hash)])
     }
 
     /// The location of `key`'s value, if the key is live.
@@ -239,39 +278,105 @@ impl KeyDir {
         location: ValueLocation,
     ) -> Result<Option<ValueLocation>> {
         let (hash, shard) = self.locate(key);
-        shard.write().insert(&self.hasher, hash, key, location)
+        shard.write().upsert(hash, key, location, false)
     }
 
     /// Applies `updates` in order (a location puts, `None` removes) and returns where each
     /// key pointed before, in the same order. Each shard is locked once for all of its
     /// keys, so on a table larger than the cache the inserts' memory misses overlap instead
     /// of each waiting for the one before at its lock release.
+    ///
+    /// The last update is applied last (its shard's run comes last), so a reader that sees
+    /// it sees every other update too.
     pub(crate) fn update_all(
         &self,
         updates: &[(&[u8], Option<ValueLocation>)],
     ) -> Result<Vec<Option<ValueLocation>>> {
-        let mut order: Vec<(usize, u64, usize)> = updates
-            .iter()
-            .enumerate()
-            .map(|(index, (key, _))| {
-                let hash = self.hasher.hash_one(key);
-                (shard_index(hash), hash, index)
-            })
-            .collect();
-        // Stable: updates of one key stay in order (a key always maps to one shard).
-        order.sort_by_key(|&(shard, _, _)| shard);
         let mut replaced = vec![None; updates.len()];
-        for run in order.chunk_by(|a, b| a.0 == b.0) {
+        for run in self.by_shard(updates).chunk_by(|a, b| a.0 == b.0) {
             let mut shard = self.shards[run[0].0].write();
             for &(_, hash, index) in run {
                 let (key, location) = updates[index];
                 replaced[index] = match location {
-                    Some(location) => shard.insert(&self.hasher, hash, key, location)?,
+                    Some(location) => shard.upsert(hash, key, location, false)?,
                     None => shard.remove(hash, key),
                 };
             }
         }
         Ok(replaced)
+    }
+
+    /// The first half of publishing a group of updates early (see `crate::publish`): inserts
+    /// each put whose key is absent as a hidden entry and marks it in `handled`; also marks
+    /// each delete of an absent key, which changes nothing. Every other update is left for
+    /// the caller to apply in order later: each update of a key found present (which
+    /// includes any key an earlier update of this call inserted), each update marked in
+    /// `leave`, and each update of a key that an earlier left update touched. Stops at the
+    /// first error, with `handled` marking what was done.
+    ///
+    /// Hidden entries count in [`KeyDir::len`] only once [`KeyDir::reveal`] says so; keeping
+    /// them out of reads is the caller's business (their records are not yet published).
+    pub(crate) fn insert_new(
+        &self,
+        updates: &[(&[u8], Option<ValueLocation>)],
+        leave: &[bool],
+        handled: &mut [bool],
+    ) -> Result<()> {
+        for run in self.by_shard(updates).chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.shards[run[0].0].write();
+            let mut inserted = 0;
+            let mut outcome = Ok(());
+            // Keys of updates left so far in this shard: their later updates wait too.
+            let mut left: Vec<&[u8]> = Vec::new();
+            for &(_, hash, index) in run {
+                let (key, location) = updates[index];
+                if leave[index] || left.contains(&key) {
+                    left.push(key);
+                    continue;
+                }
+                let present = match location {
+                    Some(location) => match shard.upsert(hash, key, location, true) {
+                        Ok(old) => old.is_some(),
+                        Err(error) => {
+                            outcome = Err(error);
+                            break;
+                        }
+                    },
+                    None => shard.find(hash, key).is_some(),
+                };
+                if present {
+                    continue;
+                }
+                inserted += usize::from(location.is_some());
+                handled[index] = true;
+            }
+            // Counted before the lock is released, so `len` never counts them as live.
+            self.hidden.fetch_add(inserted, Ordering::Relaxed);
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Counts `count` hidden entries as live: their records have been published.
+    pub(crate) fn reveal(&self, count: usize) {
+        self.hidden.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// `(shard, hash, index)` of each update, sorted by shard, except that the last update's
+    /// shard comes last; stable, so the updates of one key (always in one shard) stay in
+    /// order, and the last update is last.
+    fn by_shard(&self, updates: &[(&[u8], Option<ValueLocation>)]) -> Vec<(usize, u32, usize)> {
+        let mut order: Vec<(usize, u32, usize)> = updates
+            .iter()
+            .enumerate()
+            .map(|(index, (key, _))| {
+                let hash = self.hasher.hash_one(key);
+                (shard_index(hash), hash as u32, index)
+            })
+            .collect();
+        let last_shard = order.last().map(|&(shard, _, _)| shard);
+        order.sort_by_key(|&(shard, _, _)| (Some(shard) == last_shard, shard));
+        order
     }
 
     /// Removes `key`, returning where it pointed.
@@ -299,12 +404,15 @@ impl KeyDir {
         }
     }
 
-    /// Number of live keys.
+    /// Number of live keys, hidden entries not counted. Like any count taken shard by shard
+    /// while writes go on, it is exact only when no write is in flight.
     pub(crate) fn len(&self) -> usize {
-        self.shards
+        let entries: usize = self
+            .shards
             .iter()
             .map(|shard| shard.read().table.len())
-            .sum()
+            .sum();
+        entries.saturating_sub(self.hidden.load(Ordering::Relaxed))
     }
 
     /// Heap bytes held: tables and key arenas.
@@ -318,12 +426,18 @@ impl KeyDir {
 
     /// The keys of shard `index` (in no order) that start with `prefix`, copied out under
     /// the shard's read lock. `None` past the last shard.
-    pub(crate) fn shard_keys(&self, index: usize, prefix: &[u8]) -> Option<Vec<Box<[u8]>>> {
+    pub(crate) fn shard_keys(
+        &self,
+        index: usize,
+        prefix: &[u8],
+        visible: impl Fn(ValueLocation) -> bool,
+    ) -> Option<Vec<Box<[u8]>>> {
         let shard = self.shards.get(index)?.read();
         Some(
             shard
                 .table
                 .iter()
+                .filter(|slot| visible(slot.location()))
                 .map(|slot| shard.arena.key(slot.key_ref))
                 .filter(|key| key.starts_with(prefix))
                 .map(Box::from)
@@ -346,8 +460,8 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_20_bytes() {
-        assert_eq!(size_of::<Slot>(), 20);
+    fn slot_is_24_bytes() {
+        assert_eq!(size_of::<Slot>(), 24);
     }
 
     #[test]
@@ -366,6 +480,65 @@ mod tests {
     }
 
     #[test]
+    fn update_all_applies_the_last_update_last() {
+        let keydir = KeyDir::new();
+        let keys: Vec<Vec<u8>> = (0..200u32).map(|i| format!("k{i}").into_bytes()).collect();
+        let updates: Vec<_> = (0..200u32)
+            .map(|i| (&keys[i as usize][..], Some(location(1, i))))
+            .collect();
+        let order = keydir.by_shard(&updates);
+        assert_eq!(order.last().map(|&(_, _, index)| index), Some(199));
+        let last_shard = order[order.len() - 1].0;
+        let first_of_last_run = order.iter().position(|&(shard, _, _)| shard == last_shard);
+        assert!(
+            order[first_of_last_run.unwrap()..]
+                .iter()
+                .all(|&(shard, _, _)| shard == last_shard),
+            "one run per shard"
+        );
+        keydir.update_all(&updates).unwrap();
+        assert_eq!(keydir.len(), 200);
+    }
+
+    #[test]
+    fn insert_new_hides_absent_keys_and_leaves_the_rest() {
+        let keydir = KeyDir::new();
+        keydir.insert(b"present", location(1, 16)).unwrap();
+        let updates: [(&[u8], Option<ValueLocation>); 5] = [
+            (b"new", Some(location(2, 16))),
+            (b"present", Some(location(2, 40))),
+            (b"gone", None),
+            (b"new", Some(location(2, 60))),
+            (b"present", None),
+        ];
+        let mut handled = [false; 5];
+        keydir
+            .insert_new(&updates, &[false; 5], &mut handled)
+            .unwrap();
+        // The first put of an absent key and the delete of an absent key are done; the
+        // overwrite, the second put of "new" and the delete of a present key are left.
+        assert_eq!(handled, [true, false, true, false, false]);
+        assert_eq!(keydir.get(b"new"), Some(location(2, 16)));
+        assert_eq!(keydir.get(b"present"), Some(location(1, 16)));
+        assert_eq!(keydir.len(), 1, "the hidden entry is not counted");
+        keydir.reveal(1);
+        assert_eq!(keydir.len(), 2);
+
+        // An update the caller keeps, and every later update of its key, are left alone.
+        let updates: [(&[u8], Option<ValueLocation>); 3] = [
+            (b"kept", Some(location(3, 16))),
+            (b"kept", Some(location(3, 40))),
+            (b"other", Some(location(3, 60))),
+        ];
+        let mut handled = [false; 3];
+        keydir
+            .insert_new(&updates, &[true, false, false], &mut handled)
+            .unwrap();
+        assert_eq!(handled, [false, false, true]);
+        assert_eq!(keydir.get(b"kept"), None);
+    }
+
+    #[test]
     fn replace_if_only_swaps_the_expected_location() {
         let keydir = KeyDir::new();
         keydir.insert(b"k", location(1, 16)).unwrap();
@@ -378,26 +551,18 @@ mod tests {
     #[test]
     fn arena_compaction_keeps_every_key() {
         let hasher = foldhash::fast::RandomState::default();
+        let hash = |key: &[u8]| hasher.hash_one(key) as u32;
         let mut shard = Shard::default();
         let key = |i: u32| format!("key-{i:08}");
         for i in 0..20_000u32 {
             let k = key(i);
             shard
-                .insert(
-                    &hasher,
-                    hasher.hash_one(k.as_bytes()),
-                    k.as_bytes(),
-                    location(1, i),
-                )
+                .upsert(hash(k.as_bytes()), k.as_bytes(), location(1, i), false)
                 .unwrap();
         }
         for i in (0..20_000u32).filter(|i| i % 4 != 0) {
             let k = key(i);
-            assert!(
-                shard
-                    .remove(hasher.hash_one(k.as_bytes()), k.as_bytes())
-                    .is_some()
-            );
+            assert!(shard.remove(hash(k.as_bytes()), k.as_bytes()).is_some());
         }
         assert!(
             shard.arena.garbage < shard.arena.used / 2,
@@ -405,7 +570,7 @@ mod tests {
         );
         for i in 0..20_000u32 {
             let k = key(i);
-            let found = shard.find(hasher.hash_one(k.as_bytes()), k.as_bytes());
+            let found = shard.find(hash(k.as_bytes()), k.as_bytes());
             assert_eq!(
                 found.map(|slot| slot.offset),
                 (i % 4 == 0).then_some(i),
@@ -454,10 +619,10 @@ mod tests {
             keydir.insert(key, location(1, 1)).unwrap();
         }
         let mut keys: Vec<Box<[u8]>> = (0..SHARD_COUNT)
-            .flat_map(|i| keydir.shard_keys(i, b"s:").unwrap())
+            .flat_map(|i| keydir.shard_keys(i, b"s:", |_| true).unwrap())
             .collect();
         keys.sort();
         assert_eq!(keys, vec![Box::from(&b"s:a"[..]), Box::from(&b"s:b"[..])]);
-        assert!(keydir.shard_keys(SHARD_COUNT, b"").is_none());
+        assert!(keydir.shard_keys(SHARD_COUNT, b"", |_| true).is_none());
     }
 }

@@ -50,6 +50,7 @@ pub mod format;
 mod keydir;
 mod merge;
 mod options;
+mod publish;
 mod recovery;
 mod scan;
 mod stats;

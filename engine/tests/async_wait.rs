@@ -32,7 +32,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 fn batch(key: &[u8], value: &[u8]) -> WriteBatch {
     let mut batch = WriteBatch::new();
-    batch.put(key.to_vec(), value.to_vec());
+    batch.put(key, value);
     batch
 }
 

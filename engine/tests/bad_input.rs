@@ -68,9 +68,7 @@ fn empty_keys_are_refused_with_empty_key() -> Result<()> {
     assert!(matches!(error, Error::EmptyKey), "{error:?}");
     let error = refused_without_writing(&store, || {
         let mut batch = WriteBatch::new();
-        batch
-            .put(b"good".to_vec(), b"v".to_vec())
-            .delete(Vec::new());
+        batch.put(b"good", b"v").delete(Vec::new());
         store.write(batch)
     });
     assert!(matches!(error, Error::EmptyKey), "{error:?}");
@@ -141,8 +139,8 @@ fn batches_over_max_batch_size_are_refused_with_batch_too_large() -> Result<()> 
     let batch_of = |second_len: usize| {
         let mut batch = WriteBatch::new();
         batch
-            .put(b"b1".to_vec(), first.clone())
-            .put(b"b2".to_vec(), vec![2; second_len]);
+            .put(b"b1", first.clone())
+            .put(b"b2", vec![2; second_len]);
         batch
     };
 
@@ -176,9 +174,9 @@ enum BadOp {
 impl BadOp {
     fn add_to(self, batch: &mut WriteBatch) {
         match self {
-            BadOp::EmptyKey => batch.put(Vec::new(), b"v".to_vec()),
+            BadOp::EmptyKey => batch.put(Vec::new(), b"v"),
             BadOp::KeyTooLarge => batch.delete(vec![b'k'; 17]),
-            BadOp::ValueTooLarge => batch.put(b"big".to_vec(), vec![0; 65]),
+            BadOp::ValueTooLarge => batch.put(b"big", vec![0; 65]),
         };
     }
 
@@ -207,11 +205,9 @@ fn a_batch_with_one_bad_operation_writes_none_of_its_good_ones() -> Result<()> {
     for what in [BadOp::EmptyKey, BadOp::KeyTooLarge, BadOp::ValueTooLarge] {
         let error = refused_without_writing(&store, || {
             let mut batch = WriteBatch::new();
-            batch
-                .put(b"new-1".to_vec(), b"good".to_vec())
-                .delete(b"existing".to_vec());
+            batch.put(b"new-1", b"good").delete(b"existing");
             what.add_to(&mut batch);
-            batch.put(b"new-2".to_vec(), b"good".to_vec());
+            batch.put(b"new-2", b"good");
             store.write(batch)
         });
         assert!(what.is_reported_by(&error), "{what:?}: {error:?}");
@@ -542,9 +538,7 @@ fn every_operation_on_a_clone_after_close_is_refused_with_closed() -> Result<()>
     closed("put", clone.put(b"new", b"value"));
     closed("delete", clone.delete(b"existing"));
     let mut batch = WriteBatch::new();
-    batch
-        .put(b"a".to_vec(), b"1".to_vec())
-        .put(b"b".to_vec(), b"2".to_vec());
+    batch.put(b"a", b"1").put(b"b", b"2");
     closed("write", clone.write(batch));
     closed("sync", clone.sync());
     closed("merge", clone.merge().map(drop));

@@ -25,9 +25,7 @@ fn values_survive_reopen_rotation_and_merge() -> Result<()> {
         store.delete(format!("key-{i}").as_bytes())?;
     }
     let mut batch = WriteBatch::new();
-    batch
-        .put(b"key-1".to_vec(), b"batched".to_vec())
-        .delete(b"key-3".to_vec());
+    batch.put(b"key-1", b"batched").delete(b"key-3");
     store.write(batch)?;
     assert!(store.stats().files.len() > 5, "small files rotate");
     let check = |store: &Bitcask| -> Result<()> {
@@ -109,7 +107,7 @@ fn read_on_skips_and_stops_as_asked_and_falls_back_on_damage() -> Result<()> {
     let store = open()?;
     let mut batch = WriteBatch::new();
     for key in ["start", "skip-1", "skip-2", "want", "other"] {
-        batch.put(key.as_bytes().to_vec(), key.as_bytes().to_vec());
+        batch.put(key.as_bytes(), key.as_bytes());
     }
     store.write(batch)?;
     let ((), start) = store
@@ -165,10 +163,7 @@ fn read_on_reads_records_as_written_past_batch_framing() -> Result<()> {
     store.put(b"start", b"s")?;
     store.put(b"a", b"1")?;
     let mut batch = WriteBatch::new();
-    batch
-        .put(b"b".to_vec(), b"2".to_vec())
-        .delete(b"a".to_vec())
-        .put(b"c".to_vec(), b"3".to_vec());
+    batch.put(b"b", b"2").delete(b"a").put(b"c", b"3");
     store.write(batch)?;
     store.put(b"b", b"again")?;
 

@@ -104,17 +104,11 @@ fn generate_fixture(dir: &Path) -> caskade_engine::Result<()> {
     }
     let mut batch = WriteBatch::new();
     batch
-        .put(b"batch:a".to_vec(), b"alpha".to_vec())
-        .put(b"batch:b".to_vec(), b"beta".to_vec())
-        .delete(b"user:05".to_vec())
-        .put(
-            b"batch:a".to_vec(),
-            b"alpha, rewritten in the same batch".to_vec(),
-        )
-        .put(
-            b"user:00".to_vec(),
-            b"user 00, rewritten by a batch".to_vec(),
-        );
+        .put(b"batch:a", b"alpha")
+        .put(b"batch:b", b"beta")
+        .delete(b"user:05")
+        .put(b"batch:a", b"alpha, rewritten in the same batch")
+        .put(b"user:00", b"user 00, rewritten by a batch");
     store.write(batch)?;
     for i in 10..16 {
         let value = format!("first release, user {i:02}, generation 2");

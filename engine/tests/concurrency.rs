@@ -335,7 +335,7 @@ fn begin_write_publishes_batches_in_submission_order() -> Result<()> {
                         let mut batch = WriteBatch::new();
                         batch
                             .put(entry(n), n.to_le_bytes())
-                            .put(b"last".to_vec(), n.to_le_bytes());
+                            .put(b"last", n.to_le_bytes());
                         (n, store.begin_write(batch)?)
                     };
                     if n % 5 == 0 {

@@ -100,9 +100,9 @@ fn churn(store: &Bitcask) -> Result<(Model, Vec<Vec<u8>>)> {
     }
     let mut batch = WriteBatch::new();
     batch
-        .put(b"key-01".to_vec(), b"batched".to_vec())
-        .delete(b"key-02".to_vec())
-        .put(b"batch-only".to_vec(), b"from a batch".to_vec());
+        .put(b"key-01", b"batched")
+        .delete(b"key-02")
+        .put(b"batch-only", b"from a batch");
     store.write(batch)?;
     model.insert(b"key-01".to_vec(), b"batched".to_vec());
     model.remove(&b"key-02"[..]);

@@ -1088,9 +1088,7 @@ fn corruption_inside_a_batch_is_reported_at_the_bad_records_offset() -> Result<(
     let dir = tempfile::tempdir()?;
     let store = open(dir.path())?;
     let mut batch = WriteBatch::new();
-    batch
-        .put(b"a".to_vec(), b"1".to_vec())
-        .put(b"b".to_vec(), b"2".to_vec());
+    batch.put(b"a", b"1").put(b"b", b"2");
     store.write(batch)?;
     store.put(b"c", b"3")?;
     store.close()?;
@@ -1122,9 +1120,7 @@ fn a_bad_op_inside_the_last_batch_is_a_torn_tail() -> Result<()> {
     let store = open(dir.path())?;
     store.put(b"a", b"1")?;
     let mut batch = WriteBatch::new();
-    batch
-        .put(b"b".to_vec(), b"2".to_vec())
-        .put(b"c".to_vec(), b"3".to_vec());
+    batch.put(b"b", b"2").put(b"c", b"3");
     store.write(batch)?;
     store.close()?;
     let path = data_path(dir.path(), 1);

@@ -14,15 +14,18 @@
 //! transaction; each of its writer threads has its own connection, and SQLite serialises them.
 //! Every case gets fresh stores in temporary directories, all removed after the last case.
 //!
-//! After criterion's report the bench prints a table: events per second on each side (over
-//! every timed iteration) and the ratio, beside the targets (Caskade at least 1.5x SQLite
-//! with 1 writer, 10x with 16 writers, 2.5x in batches of 100).
+//! After criterion's report the bench runs each case again, Caskade and SQLite in turn for
+//! about a second each, five times, and prints a table of the medians: events per second on
+//! each side and the median of the five rounds' ratios, beside the targets (Caskade at least
+//! 1.5x SQLite with 1 writer, 10x with 16 writers, 2.5x in batches of 100). The rounds put
+//! both sides in front of the same disk: its sync latency drifts over seconds on a shared
+//! machine, and criterion runs one side after the other.
 //!
 //! A reference case, `16_writers/sqlite_one_shared_connection`, runs the sixteen SQLite
 //! writers on one connection behind a mutex: with their own connections, writers that find
 //! the database locked sleep in SQLite's busy handler (1 ms, 2 ms, 5 ms... per retry), which
 //! is most of what the `16_writers` SQLite figure measures. The table's last line compares
-//! Caskade's 16 writers with this one too.
+//! Caskade's 16 writers with this one too, in rounds of its own.
 //!
 //! Run: `cargo bench -p caskade-eventstore --bench append`
 //! (quick: `cargo bench -p caskade-eventstore --bench append -- --warm-up-time 1
@@ -32,7 +35,7 @@
 
 mod common;
 mod sqlite_peer;
-use common::{Tally, test_mode};
+use common::{Runner, interleaved, print_header, print_row, test_mode};
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -49,32 +52,42 @@ const WRITERS: usize = 16;
 /// Events per commit in the `batch_100` case.
 const BATCH: usize = 100;
 
-/// One row of the closing table.
-struct Case {
+/// One case, both sides, and one row of the closing table.
+struct Case<'a> {
     name: &'static str,
-    target: f64,
-    caskade: Tally,
-    sqlite: Tally,
+    /// The ratio wanted; `None` for a reference row.
+    target: Option<f64>,
+    events_per_iter: u64,
+    caskade: Runner<'a>,
+    sqlite: Runner<'a>,
+    /// Whether criterion ran it (a filter on the command line may skip it).
+    ran: bool,
 }
 
-impl Case {
-    fn new(name: &'static str, target: f64) -> Self {
-        Case {
-            name,
-            target,
-            caskade: Tally::default(),
-            sqlite: Tally::default(),
+impl Case<'_> {
+    /// Criterion's measurement of both sides.
+    fn bench(&mut self, group: &mut BenchmarkGroup<'_, WallTime>, sqlite_label: &str) {
+        group.throughput(Throughput::Elements(self.events_per_iter));
+        let ran = &mut self.ran;
+        for (side, runner) in [
+            ("caskade", &mut self.caskade),
+            (sqlite_label, &mut self.sqlite),
+        ] {
+            group.bench_function(format!("{}/{side}", self.name), |b| {
+                *ran = true;
+                b.iter_custom(&mut *runner);
+            });
         }
     }
 }
 
 /// The stores every case leaves behind, kept until the last case is over: removing a store's
 /// files, or closing SQLite's last connection (which checkpoints and deletes the WAL), makes
-/// the file system do work that would land in the next case's syncs.
+/// the file system do work that would land in the next case's syncs. (The cases own their
+/// connections and are dropped just before this.)
 struct Leftovers {
     root: TempDir,
     stores: Vec<EventStore>,
-    connections: Vec<Connection>,
 }
 
 impl Leftovers {
@@ -85,7 +98,6 @@ impl Leftovers {
                 .tempdir()
                 .expect("creating a temporary directory succeeds"),
             stores: Vec::new(),
-            connections: Vec::new(),
         }
     }
 
@@ -105,12 +117,11 @@ impl Leftovers {
         dir.join("events.db")
     }
 
-    /// Closes the stores and connections, then removes their files.
+    /// Closes the stores, then removes their files.
     fn remove(self) {
         for store in self.stores {
             store.close().expect("closing a store succeeds");
         }
-        drop(self.connections);
         drop(self.root);
     }
 }
@@ -180,232 +191,146 @@ fn concurrently<W: Send>(
     start.elapsed()
 }
 
-fn bench_one_writer(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    case: &mut Case,
-    leftovers: &mut Leftovers,
-) {
-    group.throughput(Throughput::Elements(1));
-
-    let store = leftovers.caskade("1-writer-caskade");
+/// Times `count` appends of `per_commit` events to one stream of a fresh Caskade store.
+fn caskade_single<'a>(leftovers: &mut Leftovers, name: &str, per_commit: usize) -> Runner<'a> {
+    let store = leftovers.caskade(name);
     let mut last = None;
-    let tally = &mut case.caskade;
-    group.bench_function("1_writer/caskade", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            caskade_appends(&store, "writer-0", &mut last, iters, 1);
-            let elapsed = start.elapsed();
-            tally.add(iters, elapsed);
-            elapsed
-        });
-    });
+    Box::new(move |count| {
+        let start = Instant::now();
+        caskade_appends(&store, "writer-0", &mut last, count, per_commit);
+        start.elapsed()
+    })
+}
 
-    let mut conn = sqlite_peer::open(&leftovers.sqlite_path("1-writer-sqlite"));
+/// Times `count` appends of `per_commit` events to one stream of a fresh SQLite database.
+fn sqlite_single<'a>(leftovers: &Leftovers, name: &str, per_commit: usize) -> Runner<'a> {
+    let mut conn = sqlite_peer::open(&leftovers.sqlite_path(name));
     let mut last = None;
-    let tally = &mut case.sqlite;
-    group.bench_function("1_writer/sqlite", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            sqlite_appends(&mut conn, "writer-0", &mut last, iters, 1);
-            let elapsed = start.elapsed();
-            tally.add(iters, elapsed);
-            elapsed
-        });
-    });
-    leftovers.connections.push(conn);
+    Box::new(move |count| {
+        let start = Instant::now();
+        sqlite_appends(&mut conn, "writer-0", &mut last, count, per_commit);
+        start.elapsed()
+    })
 }
 
-/// A Caskade writer thread's stream and last version.
-struct CaskadeWriter {
-    stream: String,
-    last: Option<u64>,
-}
-
-/// A SQLite writer thread's connection, stream and last version.
-struct SqliteWriter {
-    conn: Connection,
-    stream: String,
-    last: Option<i64>,
-}
-
-fn bench_concurrent_writers(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    case: &mut Case,
-    shared_connection: &mut Tally,
-    leftovers: &mut Leftovers,
-) {
-    group.throughput(Throughput::Elements(1));
-
-    let store = leftovers.caskade("16-writers-caskade");
-    let mut writers: Vec<CaskadeWriter> = (0..WRITERS)
-        .map(|i| CaskadeWriter {
-            stream: format!("writer-{i}"),
-            last: None,
-        })
+/// Times `count` single-event appends split across [`WRITERS`] threads, one stream each, on
+/// a fresh Caskade store.
+fn caskade_concurrent<'a>(leftovers: &mut Leftovers, name: &str) -> Runner<'a> {
+    let store = leftovers.caskade(name);
+    let mut writers: Vec<(String, Option<u64>)> = (0..WRITERS)
+        .map(|i| (format!("writer-{i}"), None))
         .collect();
-    let tally = &mut case.caskade;
-    group.bench_function("16_writers/caskade", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = concurrently(iters, &mut writers, |w, count| {
-                caskade_appends(&store, &w.stream, &mut w.last, count, 1);
-            });
-            tally.add(iters, elapsed);
-            elapsed
-        });
-    });
-
-    let path = leftovers.sqlite_path("16-writers-sqlite");
-    let mut writers: Vec<SqliteWriter> = (0..WRITERS)
-        .map(|i| SqliteWriter {
-            conn: sqlite_peer::open(&path),
-            stream: format!("writer-{i}"),
-            last: None,
+    Box::new(move |count| {
+        concurrently(count, &mut writers, |(stream, last), count| {
+            caskade_appends(&store, stream, last, count, 1);
         })
-        .collect();
-    let tally = &mut case.sqlite;
-    group.bench_function("16_writers/sqlite", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = concurrently(iters, &mut writers, |w, count| {
-                sqlite_appends(&mut w.conn, &w.stream, &mut w.last, count, 1);
-            });
-            tally.add(iters, elapsed);
-            elapsed
-        });
-    });
-    leftovers
-        .connections
-        .extend(writers.into_iter().map(|w| w.conn));
+    })
+}
 
-    // A reference point, not a target: the same sixteen threads taking turns on one
-    // connection behind a mutex, so no writer ever meets SQLITE_BUSY and its busy handler's
-    // sleeps.
-    let conn = Mutex::new(sqlite_peer::open(
-        &leftovers.sqlite_path("16-writers-sqlite-shared"),
-    ));
+/// As [`caskade_concurrent`], on a fresh SQLite database with a connection per thread.
+fn sqlite_concurrent<'a>(leftovers: &Leftovers, name: &str) -> Runner<'a> {
+    let path = leftovers.sqlite_path(name);
+    let mut writers: Vec<(Connection, String, Option<i64>)> = (0..WRITERS)
+        .map(|i| (sqlite_peer::open(&path), format!("writer-{i}"), None))
+        .collect();
+    Box::new(move |count| {
+        concurrently(count, &mut writers, |(conn, stream, last), count| {
+            sqlite_appends(conn, stream, last, count, 1);
+        })
+    })
+}
+
+/// A reference point, not a target: the [`WRITERS`] threads taking turns on one connection
+/// behind a mutex, so no writer ever meets SQLITE_BUSY and its busy handler's sleeps.
+fn sqlite_shared_connection<'a>(leftovers: &Leftovers, name: &str) -> Runner<'a> {
+    let conn = Mutex::new(sqlite_peer::open(&leftovers.sqlite_path(name)));
     let mut lasts: Vec<(String, Option<i64>)> = (0..WRITERS)
         .map(|i| (format!("writer-{i}"), None))
         .collect();
-    let tally = shared_connection;
-    group.bench_function("16_writers/sqlite_one_shared_connection", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = concurrently(iters, &mut lasts, |(stream, last), count| {
-                for _ in 0..count {
-                    let mut conn = conn
-                        .lock()
-                        .expect("no writer panics holding the connection");
-                    sqlite_appends(&mut conn, stream, last, 1, 1);
-                }
-            });
-            tally.add(iters, elapsed);
-            elapsed
-        });
-    });
-    leftovers.connections.push(
-        conn.into_inner()
-            .expect("no writer panicked holding the connection"),
-    );
+    Box::new(move |count| {
+        concurrently(count, &mut lasts, |(stream, last), count| {
+            for _ in 0..count {
+                let mut conn = conn
+                    .lock()
+                    .expect("no writer panics holding the connection");
+                sqlite_appends(&mut conn, stream, last, 1, 1);
+            }
+        })
+    })
 }
 
-fn bench_batches(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    case: &mut Case,
-    leftovers: &mut Leftovers,
-) {
-    group.throughput(Throughput::Elements(BATCH as u64));
-
-    let store = leftovers.caskade("batch-caskade");
-    let mut last = None;
-    let tally = &mut case.caskade;
-    group.bench_function("batch_100/caskade", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            caskade_appends(&store, "writer-0", &mut last, iters, BATCH);
-            let elapsed = start.elapsed();
-            tally.add(iters * BATCH as u64, elapsed);
-            elapsed
-        });
-    });
-
-    let mut conn = sqlite_peer::open(&leftovers.sqlite_path("batch-sqlite"));
-    let mut last = None;
-    let tally = &mut case.sqlite;
-    group.bench_function("batch_100/sqlite", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            sqlite_appends(&mut conn, "writer-0", &mut last, iters, BATCH);
-            let elapsed = start.elapsed();
-            tally.add(iters * BATCH as u64, elapsed);
-            elapsed
-        });
-    });
-    leftovers.connections.push(conn);
-}
-
-fn print_table(cases: &[Case], shared_connection: &Tally) {
+fn print_table(cases: &mut [Case<'_>]) {
     println!();
     println!(
-        "durable appends, events/s (Caskade SyncPolicy::Always vs SQLite WAL synchronous=FULL)"
+        "durable appends, events/s (Caskade SyncPolicy::Always vs SQLite WAL synchronous=FULL),"
     );
-    println!(
-        "{:<12} {:>14} {:>14} {:>8} {:>8}",
-        "case", "Caskade", "SQLite", "ratio", "target"
-    );
-    for case in cases {
-        match (case.caskade.events_per_sec(), case.sqlite.events_per_sec()) {
-            (Some(caskade), Some(sqlite)) => {
-                let ratio = caskade / sqlite;
-                let verdict = if ratio >= case.target {
-                    ""
-                } else {
-                    "  below target"
-                };
-                println!(
-                    "{:<12} {caskade:>14.0} {sqlite:>14.0} {:>7.2}x {:>7.1}x{verdict}",
-                    case.name, ratio, case.target
-                );
-            }
-            _ => println!("{:<12} not run", case.name),
-        }
-    }
-    if let (Some(caskade), Some(sqlite)) = (
-        cases[1].caskade.events_per_sec(),
-        shared_connection.events_per_sec(),
-    ) {
-        println!(
-            "reference: 16 SQLite writers sharing one connection (no SQLITE_BUSY): {sqlite:.0} \
-             events/s; Caskade with 16 writers is {:.2}x that",
-            caskade / sqlite
-        );
+    println!("medians of 5 interleaved rounds of about 1 s per side");
+    print_header(12);
+    for case in cases.iter_mut().filter(|case| case.ran) {
+        let figures = interleaved(case.events_per_iter, &mut case.caskade, &mut case.sqlite);
+        print_row(12, case.name, &figures, case.target);
     }
 }
 
 fn main() {
     let mut c = Criterion::default().sample_size(10).configure_from_args();
-    let mut cases = [
-        Case::new("1_writer", 1.5),
-        Case::new("16_writers", 10.0),
-        Case::new("batch_100", 2.5),
-    ];
-    let mut shared_connection = Tally::default();
     let mut leftovers = Leftovers::new();
+    let mut cases = vec![
+        Case {
+            name: "1_writer",
+            target: Some(1.5),
+            events_per_iter: 1,
+            caskade: caskade_single(&mut leftovers, "1-writer-caskade", 1),
+            sqlite: sqlite_single(&leftovers, "1-writer-sqlite", 1),
+            ran: false,
+        },
+        Case {
+            name: "16_writers",
+            target: Some(10.0),
+            events_per_iter: 1,
+            caskade: caskade_concurrent(&mut leftovers, "16-writers-caskade"),
+            sqlite: sqlite_concurrent(&leftovers, "16-writers-sqlite"),
+            ran: false,
+        },
+        Case {
+            name: "batch_100",
+            target: Some(2.5),
+            events_per_iter: BATCH as u64,
+            caskade: caskade_single(&mut leftovers, "batch-caskade", BATCH),
+            sqlite: sqlite_single(&leftovers, "batch-sqlite", BATCH),
+            ran: false,
+        },
+        // The reference row: Caskade's 16 writers against SQLite's on one shared connection.
+        Case {
+            name: "16_shared",
+            target: None,
+            events_per_iter: 1,
+            caskade: caskade_concurrent(&mut leftovers, "16-shared-caskade"),
+            sqlite: sqlite_shared_connection(&leftovers, "16-shared-sqlite"),
+            ran: false,
+        },
+    ];
     {
         let mut group = c.benchmark_group("append");
         // Every iteration is a durable commit (milliseconds), so equal-sized samples.
         group.sampling_mode(SamplingMode::Flat);
-        let [one, concurrent, batches] = &mut cases;
-        bench_one_writer(&mut group, one, &mut leftovers);
-        bench_concurrent_writers(
-            &mut group,
-            concurrent,
-            &mut shared_connection,
-            &mut leftovers,
-        );
-        bench_batches(&mut group, batches, &mut leftovers);
+        let [one, concurrent, batches, shared] = &mut cases[..] else {
+            unreachable!("four cases")
+        };
+        one.bench(&mut group, "sqlite");
+        concurrent.bench(&mut group, "sqlite");
+        batches.bench(&mut group, "sqlite");
+        shared.bench(&mut group, "sqlite_one_shared_connection");
         group.finish();
     }
     c.final_summary();
     if !test_mode() {
-        print_table(&cases, &shared_connection);
+        print_table(&mut cases);
+        println!(
+            "16_shared: Caskade's 16 writers against 16 SQLite writers sharing one connection \
+             (no SQLITE_BUSY); a reference, not a target"
+        );
     }
+    drop(cases);
     leftovers.remove();
 }

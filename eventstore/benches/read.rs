@@ -11,8 +11,11 @@
 //! - `all_forwards`: Caskade's `read_all`; SQLite's `SELECT ... ORDER BY position` (a scan of
 //!   the table in rowid order).
 //!
-//! After criterion's report the bench prints events per second on each side (over every timed
-//! iteration) and the ratio, beside the target for stream reads (Caskade at least 3x SQLite).
+//! After criterion's report the bench runs each case again, Caskade and SQLite in turn for
+//! about a second each, five times, and prints the medians: events per second on each side
+//! and the median of the rounds' ratios, beside the target for stream reads (Caskade at least
+//! 3x SQLite). Taking each ratio within a round keeps the CPU the two sides get comparable
+//! on a shared machine.
 //!
 //! Run: `cargo bench -p caskade-eventstore --bench read`
 //! (quick: `cargo bench -p caskade-eventstore --bench read -- --warm-up-time 1
@@ -22,7 +25,7 @@
 
 mod common;
 mod sqlite_peer;
-use common::{Tally, test_mode};
+use common::{Runner, interleaved, print_header, print_row, test_mode};
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -45,23 +48,14 @@ const LOAD_BATCH: usize = 1_000;
 /// The one stream.
 const STREAM: &str = "account-1";
 
-/// One row of the closing table.
-struct Case {
+/// One case, both sides, and one row of the closing table.
+struct Case<'a> {
     name: &'static str,
     target: Option<f64>,
-    caskade: Tally,
-    sqlite: Tally,
-}
-
-impl Case {
-    fn new(name: &'static str, target: Option<f64>) -> Self {
-        Case {
-            name,
-            target,
-            caskade: Tally::default(),
-            sqlite: Tally::default(),
-        }
-    }
+    caskade: Runner<'a>,
+    sqlite: Runner<'a>,
+    /// Whether criterion ran it (a filter on the command line may skip it).
+    ran: bool,
 }
 
 /// The two stores, holding the same events, and the directories they live in.
@@ -201,49 +195,27 @@ fn sqlite_read_all(conn: &Connection) -> u64 {
     count
 }
 
-/// Benches `read` (which returns how many events it read) as `name`, tallying into `tally`.
-fn bench_read(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    tally: &mut Tally,
-    mut read: impl FnMut() -> u64,
-) {
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                assert_eq!(read(), EVENTS, "{name} reads every event");
-            }
-            let elapsed = start.elapsed();
-            tally.add(iters * EVENTS, elapsed);
-            elapsed
-        });
-    });
+/// Times `count` runs of `read` (which returns how many events it read).
+fn reads<'a>(name: &'static str, mut read: impl FnMut() -> u64 + 'a) -> Runner<'a> {
+    Box::new(move |count| {
+        let start = Instant::now();
+        for _ in 0..count {
+            assert_eq!(read(), EVENTS, "{name} reads every event");
+        }
+        start.elapsed()
+    })
 }
 
-fn print_table(cases: &[Case]) {
+fn print_table(cases: &mut [Case<'_>]) {
     println!();
-    println!("reads of {EVENTS} events, events/s (Caskade vs SQLite)");
     println!(
-        "{:<16} {:>14} {:>14} {:>8} {:>8}",
-        "case", "Caskade", "SQLite", "ratio", "target"
+        "reads of {EVENTS} events, events/s (Caskade vs SQLite), medians of 5 interleaved \
+         rounds of about 1 s per side"
     );
-    for case in cases {
-        match (case.caskade.events_per_sec(), case.sqlite.events_per_sec()) {
-            (Some(caskade), Some(sqlite)) => {
-                let ratio = caskade / sqlite;
-                let (target, verdict) = match case.target {
-                    Some(target) if ratio < target => (format!("{target:.1}x"), "  below target"),
-                    Some(target) => (format!("{target:.1}x"), ""),
-                    None => ("-".to_owned(), ""),
-                };
-                println!(
-                    "{:<16} {caskade:>14.0} {sqlite:>14.0} {ratio:>7.2}x {target:>8}{verdict}",
-                    case.name
-                );
-            }
-            _ => println!("{:<16} not run", case.name),
-        }
+    print_header(16);
+    for case in cases.iter_mut().filter(|case| case.ran) {
+        let figures = interleaved(EVENTS, &mut case.caskade, &mut case.sqlite);
+        print_row(16, case.name, &figures, case.target);
     }
 }
 
@@ -251,37 +223,44 @@ fn main() {
     let mut c = Criterion::default().sample_size(10).configure_from_args();
     let stores = build_stores();
     let mut cases = [
-        Case::new("stream_forwards", Some(3.0)),
-        Case::new("all_forwards", None),
+        Case {
+            name: "stream_forwards",
+            target: Some(3.0),
+            caskade: reads("Caskade's stream read", || {
+                caskade_read_stream(&stores.caskade)
+            }),
+            sqlite: reads("SQLite's stream read", || {
+                sqlite_read_stream(&stores.sqlite)
+            }),
+            ran: false,
+        },
+        Case {
+            name: "all_forwards",
+            target: None,
+            caskade: reads("Caskade's $all read", || caskade_read_all(&stores.caskade)),
+            sqlite: reads("SQLite's $all read", || sqlite_read_all(&stores.sqlite)),
+            ran: false,
+        },
     ];
     {
         let mut group = c.benchmark_group("read");
         group.sampling_mode(SamplingMode::Flat);
         group.throughput(Throughput::Elements(EVENTS));
-        let [stream, all] = &mut cases;
-        bench_read(
-            &mut group,
-            "stream_forwards/caskade",
-            &mut stream.caskade,
-            || caskade_read_stream(&stores.caskade),
-        );
-        bench_read(
-            &mut group,
-            "stream_forwards/sqlite",
-            &mut stream.sqlite,
-            || sqlite_read_stream(&stores.sqlite),
-        );
-        bench_read(&mut group, "all_forwards/caskade", &mut all.caskade, || {
-            caskade_read_all(&stores.caskade)
-        });
-        bench_read(&mut group, "all_forwards/sqlite", &mut all.sqlite, || {
-            sqlite_read_all(&stores.sqlite)
-        });
+        for case in &mut cases {
+            let ran = &mut case.ran;
+            for (side, runner) in [("caskade", &mut case.caskade), ("sqlite", &mut case.sqlite)] {
+                group.bench_function(format!("{}/{side}", case.name), |b| {
+                    *ran = true;
+                    b.iter_custom(&mut *runner);
+                });
+            }
+        }
         group.finish();
     }
     c.final_summary();
     if !test_mode() {
-        print_table(&cases);
+        print_table(&mut cases);
     }
+    drop(cases);
     stores.caskade.close().expect("closing the store succeeds");
 }

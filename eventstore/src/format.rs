@@ -22,13 +22,24 @@ const EVENT_FORMAT: u8 = 1;
 const HEAD_FORMAT: u8 = 1;
 
 pub(crate) fn event_key(stream: &str, version: StreamVersion) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + 2 + stream.len() + 8);
+    let mut key = Vec::with_capacity(event_key_len(stream));
+    write_event_key(&mut key, stream, version);
+    key
+}
+
+/// Replaces `key`'s contents with the event key of `stream` at `version`.
+pub(crate) fn write_event_key(key: &mut Vec<u8>, stream: &str, version: StreamVersion) {
+    key.clear();
     key.push(EVENT_PREFIX);
     let len = u16::try_from(stream.len()).expect("stream names are validated to fit a u16");
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(stream.as_bytes());
     key.extend_from_slice(&version.0.to_be_bytes());
-    key
+}
+
+/// The length of `stream`'s event keys.
+pub(crate) fn event_key_len(stream: &str) -> usize {
+    1 + 2 + stream.len() + 8
 }
 
 /// Whether `key` is the event key of `stream` at `version`, without building that key.
@@ -108,9 +119,9 @@ pub(crate) fn encoded_event_len(event_type: &str, metadata: &[u8], data: &[u8]) 
 }
 
 impl StoredEvent<'_> {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(encoded_event_len(self.event_type, self.metadata, self.data));
+    /// Replaces `out`'s contents with the encoded event.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
         out.push(EVENT_FORMAT);
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(&self.position.0.to_le_bytes());
@@ -128,7 +139,6 @@ impl StoredEvent<'_> {
         out.extend_from_slice(self.event_type.as_bytes());
         out.extend_from_slice(self.metadata);
         out.extend_from_slice(self.data);
-        out
     }
 }
 
@@ -192,7 +202,7 @@ pub(crate) struct Head {
     pub(crate) metadata: StreamMetadata,
 }
 
-const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
+pub(crate) const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
 
 impl Head {
     pub(crate) fn new() -> Self {
@@ -333,7 +343,8 @@ mod tests {
             metadata: b"{}",
             data: br#"{"amount":5}"#,
         };
-        let bytes = stored.encode();
+        let mut bytes = vec![7; 3];
+        stored.encode_into(&mut bytes);
         assert_eq!(
             bytes.len(),
             encoded_event_len("Deposited", b"{}", br#"{"amount":5}"#)

@@ -95,7 +95,7 @@ impl EventStore {
                 let position = position.map_err(|reason| corrupt(&event, reason))?;
                 let entry = all_key(position);
                 if engine.contains(&entry)? {
-                    batch.delete(entry.to_vec());
+                    batch.delete(entry);
                 }
                 batch.delete(event);
                 report.events_removed += 1;
@@ -112,7 +112,7 @@ impl EventStore {
                     engine.get_with(&event, |value| decode_event(value).map(|s| s.position))?
                 {
                     let position = position.map_err(|reason| corrupt(&event, reason))?;
-                    batch.put(all_key(position).to_vec(), event);
+                    batch.put(all_key(position), event);
                 }
             }
         }

@@ -25,8 +25,8 @@ use tokio::sync::watch;
 use crate::error::{CurrentVersion, Error, Result};
 use crate::event::{ContentType, EventData, Position, StreamVersion};
 use crate::format::{
-    HEAD_PREFIX, Head, StoredEvent, all_key, decode_event, encoded_event_len, event_key,
-    has_all_entry, head_key,
+    ALL_ENTRY_SPACING, HEAD_FIXED_LEN, HEAD_PREFIX, Head, StoredEvent, all_key, decode_event,
+    encoded_event_len, event_key, event_key_len, has_all_entry, head_key, write_event_key,
 };
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
@@ -314,9 +314,22 @@ impl EventStore {
             }
             let first_version = head.next_version;
             let first_position = sequencer.next_position;
-            let mut batch = WriteBatch::new();
+            let key_len = event_key_len(stream);
+            let bytes: usize = events
+                .iter()
+                .map(|e| key_len + encoded_event_len(&e.event_type, &e.metadata, &e.data))
+                .sum();
+            let entries = 2 + events.len() / ALL_ENTRY_SPACING as usize;
+            let mut batch = WriteBatch::with_capacity(
+                events.len() + entries + 1,
+                // The head: its key is at most an event key long.
+                bytes + entries * (9 + key_len) + key_len + HEAD_FIXED_LEN,
+            );
+            // Reused for every event: the batch copies them.
+            let mut key = Vec::with_capacity(key_len);
+            let mut value = Vec::new();
             for (i, event) in events.iter().enumerate() {
-                let key = event_key(stream, StreamVersion(first_version + i as u64));
+                write_event_key(&mut key, stream, StreamVersion(first_version + i as u64));
                 let stored = StoredEvent {
                     id: event.id,
                     position: Position(first_position + i as u64),
@@ -328,16 +341,18 @@ impl EventStore {
                 };
                 let position = Position(first_position + i as u64);
                 if has_all_entry(i, position) {
-                    batch.put(all_key(position).to_vec(), key.clone());
+                    batch.put(all_key(position), &key);
                 }
-                batch.put(key, stored.encode());
+                stored.encode_into(&mut value);
+                batch.put(&key, &value);
             }
             let count = events.len() as u64;
             let mut new_head = head;
             new_head.state = StreamState::Live;
             new_head.next_version = first_version + count;
             new_head.last_position = first_position + count - 1;
-            // The head goes last: a reader that sees it sees every event it counts.
+            // The head goes last: the engine shows a batch's last op only after the rest, so
+            // a reader that sees the head sees every event it counts.
             batch.put(head_key(stream), new_head.encode());
             let pending = match mode {
                 Submit::MayBlock => self.shared.engine.begin_write(batch)?,
