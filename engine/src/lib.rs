@@ -26,7 +26,7 @@
 //! store.put(b"greeting", b"hello")?;
 //!
 //! let mut batch = WriteBatch::new();
-//! batch.put(b"a".to_vec(), b"1".to_vec()).delete(b"greeting".to_vec());
+//! batch.put(b"a", b"1").delete(b"greeting");
 //! store.write(batch)?; // both or neither, even across a crash
 //!
 //! assert_eq!(store.get(b"a")?, Some(b"1".to_vec()));
