@@ -85,8 +85,11 @@ pub(crate) fn has_all_entry(index: usize, position: Position) -> bool {
     index == 0 || position.0.is_multiple_of(ALL_ENTRY_SPACING)
 }
 
-pub(crate) fn all_key(position: Position) -> [u8; 9] {
-    let mut key = [0u8; 9];
+/// The length of a `$all` entry's key: the prefix and a big-endian `u64` position.
+pub(crate) const ALL_KEY_LEN: usize = 9;
+
+pub(crate) fn all_key(position: Position) -> [u8; ALL_KEY_LEN] {
+    let mut key = [0u8; ALL_KEY_LEN];
     key[0] = ALL_PREFIX;
     key[1..].copy_from_slice(&position.0.to_be_bytes());
     key

@@ -25,8 +25,9 @@ use tokio::sync::watch;
 use crate::error::{CurrentVersion, Error, Result};
 use crate::event::{ContentType, EventData, Position, StreamVersion};
 use crate::format::{
-    ALL_ENTRY_SPACING, HEAD_FIXED_LEN, HEAD_PREFIX, Head, StoredEvent, all_key, decode_event,
-    encoded_event_len, event_key, event_key_len, has_all_entry, head_key, write_event_key,
+    ALL_ENTRY_SPACING, ALL_KEY_LEN, HEAD_FIXED_LEN, HEAD_PREFIX, Head, StoredEvent, all_key,
+    decode_event, encoded_event_len, event_key, event_key_len, has_all_entry, head_key,
+    write_event_key,
 };
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
@@ -323,7 +324,7 @@ impl EventStore {
             let mut batch = WriteBatch::with_capacity(
                 events.len() + entries + 1,
                 // The head: its key is at most an event key long.
-                bytes + entries * (9 + key_len) + key_len + HEAD_FIXED_LEN,
+                bytes + entries * (ALL_KEY_LEN + key_len) + key_len + HEAD_FIXED_LEN,
             );
             // Reused for every event: the batch copies them.
             let mut key = Vec::with_capacity(key_len);
