@@ -204,7 +204,7 @@ impl Figures {
         self.events as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "{:<22} clients {:>3}  {:>10.0} calls/s  {:>11.0} events/s  p50 {:>8} us  p99 {:>8} us  p99.9 {:>8} us",
             self.workload,
@@ -295,6 +295,53 @@ async fn appends(
         calls: total_calls,
         events: total_calls * batch,
         elapsed,
+        latency,
+    })
+}
+
+/// A connection to the standard health service of the server under test.
+pub(crate) type Health = tonic_health::pb::health_client::HealthClient<crate::Authed>;
+
+/// The transport's floor: `grpc.health.v1` checks from `clients` concurrent connections,
+/// calls that touch no disk and do next to nothing. On a small machine a durable append's
+/// round trip cannot beat this one's, so it bounds what the append workloads can reach.
+pub(crate) async fn transport_floor(
+    connect: impl AsyncFn() -> anyhow::Result<Health>,
+    clients: usize,
+    calls: u64,
+) -> anyhow::Result<Figures> {
+    let per_client = calls.div_ceil(clients as u64);
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(connect().await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut client in connections {
+        tasks.spawn(async move {
+            let mut local = histogram();
+            for _ in 0..per_client {
+                let call = Instant::now();
+                client
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .context("health check")?;
+                local.record(micros(call.elapsed()))?;
+            }
+            anyhow::Ok(local)
+        });
+    }
+    let mut latency = histogram();
+    while let Some(done) = tasks.join_next().await {
+        latency.add(done??)?;
+    }
+    let total_calls = per_client * clients as u64;
+    Ok(Figures {
+        workload: "health check".to_owned(),
+        clients,
+        calls: total_calls,
+        events: total_calls,
+        elapsed: started.elapsed(),
         latency,
     })
 }

@@ -52,8 +52,14 @@ pub(crate) fn event_data(index: usize, event: pb::EventData) -> Result<EventData
 
 pub(crate) fn recorded(event: RecordedEvent) -> pb::RecordedEvent {
     pb::RecordedEvent {
-        id: event.id.to_string(),
-        stream: event.stream.to_string(),
+        // Not `to_string`: both would go through the formatting machinery, once per event
+        // of a read.
+        id: event
+            .id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned(),
+        stream: String::from(&*event.stream),
         version: event.version.0,
         position: event.position.0,
         r#type: event.event_type,

@@ -3,6 +3,9 @@
 
 mod bench;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -361,6 +364,10 @@ impl Client {
         pb::kv_client::KvClient::new(self.authed())
     }
 
+    fn health(&self) -> bench::Health {
+        bench::Health::new(self.authed())
+    }
+
     fn admin(&self) -> pb::admin_client::AdminClient<Authed> {
         pb::admin_client::AdminClient::new(self.authed())
     }
@@ -708,6 +715,17 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             let (ours, theirs) = bench::run_suite(ours, peer, &clients, events).await?;
             if compare {
                 bench::compare(&ours, &theirs);
+            }
+            println!();
+            println!("transport floor (no disk; no append can beat its round trip):");
+            for &clients in &clients {
+                let figures = bench::transport_floor(
+                    async || Ok(Client::connect(&client).await?.health()),
+                    clients,
+                    events,
+                )
+                .await?;
+                println!("Caskade  {}", figures.line());
             }
         }
         Command::Stats { client } => {
