@@ -725,7 +725,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                     events,
                 )
                 .await?;
-                println!("Caskade  {}", figures.line());
+                let label = if compare { "Caskade  " } else { "" };
+                println!("{label}{}", figures.line());
             }
         }
         Command::Stats { client } => {

@@ -32,7 +32,10 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut lines: Vec<&str> = stdout.lines().collect();
+    let (suite, floor) = stdout
+        .split_once("\n\n")
+        .ok_or_else(|| format!("no transport floor section after the suite: {stdout}"))?;
+    let mut lines: Vec<&str> = suite.lines().collect();
     assert_eq!(
         lines.first(),
         Some(&format!("Caskade at {}", server.addr()).as_str()),
@@ -63,6 +66,20 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
     // per batch run (at least one call each), then the 60-event read stream.
     let read_stream = lines[4];
     assert!(!read_stream.contains(" 0 events/s"), "{read_stream}");
+    // Then the transport floor, once per client count.
+    let floor: Vec<&str> = floor.lines().collect();
+    assert_eq!(floor.len(), 3, "{stdout}");
+    assert!(floor[0].starts_with("transport floor"), "{stdout}");
+    for (line, clients) in floor[1..].iter().zip(["clients   1", "clients   3"]) {
+        assert!(
+            line.starts_with("health check") && line.contains(clients),
+            "{line:?} should be a health-check line for {clients}"
+        );
+        assert!(
+            line.contains("calls/s") && !line.contains(" 0 calls/s") && line.contains("p99.9"),
+            "{line}"
+        );
+    }
     server.stop().await?;
     Ok(())
 }
