@@ -3,8 +3,8 @@
 //!
 //! Prost's own encoder writes into tonic's buffer as it is, which grows by doubling as the
 //! message goes in: a read response of hundreds of events is copied several times over
-//! before it reaches the socket. One reservation up front costs one more pass over the
-//! message's lengths and no copy.
+//! before it reaches the socket. Prost computes the message's length before encoding in any
+//! case, so reserving it up front costs nothing more.
 
 use std::marker::PhantomData;
 

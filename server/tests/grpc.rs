@@ -108,6 +108,48 @@ async fn append_then_read_a_stream_forwards_and_backwards() -> TestResult {
     server.stop().await
 }
 
+/// A read of more events than one message holds (512) comes back in several messages, every
+/// event intact: the sized codec encodes each whole message into one reserved buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_spanning_several_messages_returns_every_event_intact() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = server.streams().await?;
+    let mut sent = Vec::new();
+    for batch in 0..3 {
+        let events = numbered("Counted", batch * 500, 500);
+        let expected = if batch == 0 {
+            no_stream()
+        } else {
+            exact(batch * 500 - 1)
+        };
+        client
+            .append(append("counter", expected, events.clone()))
+            .await?;
+        sent.extend(events);
+    }
+    let mut messages = client.read(read_stream("counter")).await?.into_inner();
+    let mut sizes = Vec::new();
+    let mut events = Vec::new();
+    while let Some(message) = messages.message().await? {
+        sizes.push(message.events.len());
+        events.extend(message.events);
+    }
+    assert!(sizes.len() >= 3, "1,500 events in one message: {sizes:?}");
+    assert_eq!(events.len(), sent.len());
+    for (version, (event, data)) in events.iter().zip(&sent).enumerate() {
+        assert_eq!(event.version, version as u64);
+        assert_eq!((&event.id, &event.data), (&data.id, &data.data));
+        assert_eq!(
+            (event.stream.as_str(), event.r#type.as_str()),
+            ("counter", "Counted")
+        );
+    }
+    let all = read(&mut client, read_all()).await?;
+    assert_eq!(positions(&all), (0..1500).collect::<Vec<u64>>());
+    server.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_all_walks_every_stream_in_position_order_and_filters() -> TestResult {
     let dir = tempfile::tempdir()?;
