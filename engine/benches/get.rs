@@ -65,10 +65,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(keys: u64) -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("caskade-bench-get-")
-            .tempdir()
-            .expect("creating a temporary directory succeeds");
+        let dir = common::temp_dir("get");
         let started = Instant::now();
         let store = Bitcask::builder(dir.path().join("store"))
             .sync(SyncPolicy::Never)

@@ -56,10 +56,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(keys: u64) -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("caskade-bench-merge-")
-            .tempdir()
-            .expect("creating a temporary directory succeeds");
+        let dir = common::temp_dir("merge");
         let store = Bitcask::builder(dir.path())
             .sync(SyncPolicy::Never)
             .auto_merge(None)

@@ -101,10 +101,7 @@ struct Fixture {
 
 impl Fixture {
     fn build(keys: u64) -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("caskade-bench-open-")
-            .tempdir()
-            .expect("creating a temporary directory succeeds");
+        let dir = common::temp_dir("open");
         let started = Instant::now();
         let store = Bitcask::builder(dir.path())
             .max_file_size(file_size(keys))

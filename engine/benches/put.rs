@@ -20,10 +20,7 @@ use common::{Tally, VALUE, key, test_mode};
 const TARGET_OPS_PER_SEC: f64 = 1_000_000.0;
 
 fn bench_put(c: &mut Criterion) -> Tally {
-    let dir = tempfile::Builder::new()
-        .prefix("caskade-bench-put-")
-        .tempdir()
-        .expect("creating a temporary directory succeeds");
+    let dir = common::temp_dir("put");
     let store = Bitcask::builder(dir.path())
         .sync(SyncPolicy::Never)
         .max_file_size(MAX_FILE_SIZE)

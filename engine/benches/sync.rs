@@ -57,10 +57,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("caskade-bench-sync-")
-            .tempdir()
-            .expect("creating a temporary directory succeeds");
+        let dir = common::temp_dir("sync");
         let store = Bitcask::builder(dir.path().join("store"))
             .sync(SyncPolicy::Always)
             .auto_merge(None)

@@ -15,7 +15,6 @@
 //! Each workload prints throughput and the p50/p99/p99.9 latency of its calls (hdrhistogram).
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,17 +228,7 @@ fn micros(duration: Duration) -> u64 {
 }
 
 fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} ({per_sec})")
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
+    crate::progress_bar(total, what, "{msg:>22} [{bar:40}] {pos}/{len} ({per_sec})")
 }
 
 /// Durable appends of `batch` events per call from `clients` concurrent connections.

@@ -419,14 +419,14 @@ fn print_line(line: &impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shows a progress bar on a terminal, nothing otherwise.
-fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+/// Shows a progress bar drawn by indicatif's `template` on a terminal, nothing otherwise.
+fn progress_bar(total: u64, what: &str, template: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+        indicatif::ProgressStyle::with_template(template)
             .expect("the template is valid")
             .progress_chars("=> "),
     );
@@ -445,7 +445,11 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             let store = caskade_engine::Bitcask::builder(&dir)
                 .create_if_missing(false)
                 .open()?;
-            let bar = progress_bar(store.stats().total_bytes(), "merging");
+            let bar = progress_bar(
+                store.stats().total_bytes(),
+                "merging",
+                "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+            );
             let report = store.merge_with_progress(|p| bar.set_position(p.bytes_read))?;
             bar.finish_and_clear();
             store.close()?;

@@ -1,5 +1,6 @@
 //! What the engine's benches share: the key and value shape the issue names, a tally of
-//! operations over the batches criterion timed, and whether criterion is only testing.
+//! operations over the batches criterion timed, whether criterion is only testing, and their
+//! temporary directories.
 
 #![allow(
     dead_code,
@@ -48,4 +49,12 @@ impl Tally {
 pub(crate) fn test_mode() -> bool {
     let args: Vec<String> = std::env::args().collect();
     !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
+}
+
+/// A fresh temporary directory for the bench named `bench`, removed when dropped.
+pub(crate) fn temp_dir(bench: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("caskade-bench-{bench}-"))
+        .tempdir()
+        .expect("creating a temporary directory succeeds")
 }
