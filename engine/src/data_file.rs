@@ -261,7 +261,10 @@ impl DataFile {
     /// The zeros go in chunks, each under the `extension` lock, so a writer that outruns the
     /// runway waits for one chunk, never for the whole extension and its sync; it then
     /// writes into zeros that may not be synced yet, and its own sync makes them durable.
-    /// Each chunk's write-back starts as soon as it is written (see [`write_back`]).
+    /// Each chunk's write-back starts as soon as it is written (see [`write_back`]), and the
+    /// chunk before it must be on the disk before the next is written: an `fdatasync` waits
+    /// for every page of its file under write-back, so a writer's sync finds at most two
+    /// chunks of zeros in flight, not an extension's worth (several milliseconds of stall).
     pub(crate) fn extend_runway(&self) -> io::Result<()> {
         static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
         let result = (|| {
@@ -273,6 +276,7 @@ impl DataFile {
                 let from = self.allocated.load(Ordering::Acquire);
                 (from + runway_step(from)).min(self.capacity())
             };
+            let mut previous: Option<(u64, u64)> = None;
             loop {
                 let sealed = self.extension.lock();
                 // Appends past the runway may have moved `allocated` on: start from there,
@@ -286,6 +290,9 @@ impl DataFile {
                 self.allocated.store(at + chunk, Ordering::Release);
                 drop(sealed);
                 write_back(&self.file, at, chunk)?;
+                if let Some((at, chunk)) = previous.replace((at, chunk)) {
+                    wait_written_back(&self.file, at, chunk)?;
+                }
             }
             self.file.sync_data()
         })();
@@ -359,16 +366,27 @@ impl DataFile {
 /// `fdatasync`, which writes back every dirty page of the file, would carry: megabytes at
 /// once, stalling that append for milliseconds.
 #[cfg(target_os = "linux")]
+fn write_back(file: &File, at: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, at, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// Waits for the write-back of `len` bytes of `file` at `at`, started by [`write_back`], to
+/// finish.
+#[cfg(target_os = "linux")]
+fn wait_written_back(file: &File, at: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, at, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE)
+}
+
+#[cfg(target_os = "linux")]
 #[expect(
     unsafe_code,
     reason = "a plain system call on a descriptor the `File` keeps open for the call"
 )]
-fn write_back(file: &File, at: u64, len: u64) -> io::Result<()> {
+fn sync_file_range(file: &File, at: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(nbytes)) = (i64::try_from(at), i64::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    let flags = libc::SYNC_FILE_RANGE_WRITE;
     // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open while `file`
     // is borrowed.
     if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, nbytes, flags) } == 0 {
@@ -382,6 +400,12 @@ fn write_back(file: &File, at: u64, len: u64) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn write_back(file: &File, _at: u64, _len: u64) -> io::Result<()> {
     file.sync_data()
+}
+
+/// Elsewhere [`write_back`] has already waited.
+#[cfg(not(target_os = "linux"))]
+fn wait_written_back(_file: &File, _at: u64, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 /// Smallest and largest extension of the runway.

@@ -4,7 +4,8 @@
 //! Workloads, each over fresh streams named `bench-<run>-...` so runs never collide:
 //! - `append`: durable appends of one event per call with an expected-version check, from
 //!   N concurrent clients (each its own connection and stream);
-//! - `append N events`: appends of 100 and of 1,000 events per call;
+//! - `append N events`: appends of 100 and of 1,000 events per call, `--batch-calls` calls
+//!   each;
 //! - `read stream`: reading one stream of `--events` events from start to end;
 //! - `read $all`: reading the whole log from the start;
 //! - `subscribe`: a live subscriber while one client appends single events, measuring the
@@ -13,6 +14,9 @@
 //! On `UmaDB` a stream is a tag, and the expected-version check is its append condition: fail
 //! if any event with the stream's tag exists after the position of the stream's last event.
 //! Each workload prints throughput and the p50/p99/p99.9 latency of its calls (hdrhistogram).
+//! The append workloads build every call's events before the clock starts, so the figures are
+//! the servers', not those of the load generator formatting payloads. `--only` picks parts of
+//! the suite ([`Part`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,53 +79,78 @@ fn stream_query(stream: &str) -> umadb::Query {
     }
 }
 
+/// The events of one append call, built before it is timed.
+enum Events {
+    Caskade(Vec<pb::EventData>),
+    UmaDb(Vec<umadb::Event>),
+}
+
 impl Client {
-    /// Appends `count` events to `stream`, expecting it to be where `cursor` says; returns
-    /// the position of the last event appended.
+    /// `count` events for `stream`, the first of them its event number `first`.
+    fn events(&self, stream: &str, first: u64, count: u64) -> Events {
+        match self {
+            Client::Caskade(_) => Events::Caskade(
+                (first..first + count)
+                    .map(|sequence| pb::EventData {
+                        id: String::new(),
+                        r#type: "BenchEvent".to_owned(),
+                        content_type: pb::ContentType::Json.into(),
+                        data: payload(sequence),
+                        metadata: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            Client::UmaDb(_) => Events::UmaDb(
+                (first..first + count)
+                    .map(|sequence| umadb::Event {
+                        event_type: "BenchEvent".to_owned(),
+                        tags: vec![tag(stream)],
+                        data: payload(sequence),
+                        uuid: uuid::Uuid::new_v4().to_string(),
+                        metadata: Vec::new(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Appends `count` new events to `stream`; see [`Client::append_events`].
     async fn append(
         &mut self,
         stream: &str,
         cursor: &mut StreamCursor,
         count: u64,
     ) -> anyhow::Result<u64> {
+        let events = self.events(stream, cursor.next_version, count);
+        self.append_events(stream, cursor, events).await
+    }
+
+    /// Appends `events` to `stream`, expecting it to be where `cursor` says; returns the
+    /// position of the last event appended.
+    async fn append_events(
+        &mut self,
+        stream: &str,
+        cursor: &mut StreamCursor,
+        events: Events,
+    ) -> anyhow::Result<u64> {
         let next = cursor.next_version;
-        let position = match self {
-            Client::Caskade(client) => {
+        let (position, count) = match (self, events) {
+            (Client::Caskade(client), Events::Caskade(events)) => {
                 let kind = match next.checked_sub(1) {
                     None => pb::expected_version::Kind::NoStream(pb::Empty {}),
                     Some(last) => pb::expected_version::Kind::Exact(last),
                 };
-                let events = (0..count)
-                    .map(|i| pb::EventData {
-                        id: String::new(),
-                        r#type: "BenchEvent".to_owned(),
-                        content_type: pb::ContentType::Json.into(),
-                        data: payload(next + i),
-                        metadata: Vec::new(),
-                    })
-                    .collect();
+                let count = events.len();
                 let request = pb::AppendRequest {
                     stream: stream.to_owned(),
                     expected_version: Some(pb::ExpectedVersion { kind: Some(kind) }),
                     events,
                 };
-                client
-                    .append(request)
-                    .await
-                    .context("append")?
-                    .into_inner()
-                    .last_position
+                let response = client.append(request).await.context("append")?;
+                (response.into_inner().last_position, count)
             }
-            Client::UmaDb(client) => {
-                let events = (0..count)
-                    .map(|i| umadb::Event {
-                        event_type: "BenchEvent".to_owned(),
-                        tags: vec![tag(stream)],
-                        data: payload(next + i),
-                        uuid: uuid::Uuid::new_v4().to_string(),
-                        metadata: Vec::new(),
-                    })
-                    .collect();
+            (Client::UmaDb(client), Events::UmaDb(events)) => {
+                let count = events.len();
                 let condition = umadb::AppendCondition {
                     fail_if_events_match: Some(stream_query(stream)),
                     after: cursor.last_position,
@@ -131,15 +160,12 @@ impl Client {
                     condition: Some(condition),
                     tracking_info: None,
                 };
-                client
-                    .append(request)
-                    .await
-                    .context("append")?
-                    .into_inner()
-                    .position
+                let response = client.append(request).await.context("append")?;
+                (response.into_inner().position, count)
             }
+            _ => bail!("events built for one server sent to the other"),
         };
-        cursor.next_version += count;
+        cursor.next_version += count as u64;
         cursor.last_position = Some(position);
         Ok(position)
     }
@@ -245,23 +271,29 @@ async fn appends(
         format!("append {batch} events")
     };
     let per_client = calls.div_ceil(clients as u64);
-    let mut connections = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        connections.push(connect().await?);
+    // Each client's connection, stream and calls, the calls' events built before the clock
+    // starts: the figures are the server's, not those of building payloads.
+    let mut writers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let client = connect().await?;
+        let stream = format!("bench-{run}-b{batch}-c{clients}-{i}");
+        let calls: Vec<Events> = (0..per_client)
+            .map(|call| client.events(&stream, call * batch, batch))
+            .collect();
+        writers.push((client, stream, calls));
     }
     let latency = Arc::new(Mutex::new(histogram()));
     let bar = progress(per_client * clients as u64, &workload);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, mut client) in connections.into_iter().enumerate() {
+    for (mut client, stream, calls) in writers {
         let (latency, bar) = (Arc::clone(&latency), bar.clone());
-        let stream = format!("bench-{run}-b{batch}-c{clients}-{i}");
         tasks.spawn(async move {
             let mut local = histogram();
             let mut cursor = StreamCursor::default();
-            for _ in 0..per_client {
+            for events in calls {
                 let call = Instant::now();
-                client.append(&stream, &mut cursor, batch).await?;
+                client.append_events(&stream, &mut cursor, events).await?;
                 local.record(micros(call.elapsed()))?;
                 bar.inc(1);
             }
@@ -488,10 +520,44 @@ async fn subscribe(
     })
 }
 
+/// A part of the suite, as named on `caskade bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Single-event appends, once per `--clients` count.
+    Append,
+    /// Appends of 100 events per call.
+    Batch100,
+    /// Appends of 1,000 events per call.
+    Batch1000,
+    /// Reading one whole stream.
+    ReadStream,
+    /// Reading `$all` from the start.
+    ReadAll,
+    /// Acknowledgement-to-subscriber latency.
+    Subscribe,
+    /// The transport floor: health checks, once per `--clients` count.
+    Floor,
+}
+
+/// Every part, in the order the suite runs them.
+pub(crate) const ALL_PARTS: [Part; 7] = [
+    Part::Append,
+    Part::Batch100,
+    Part::Batch1000,
+    Part::ReadStream,
+    Part::ReadAll,
+    Part::Subscribe,
+    Part::Floor,
+];
+
 /// One workload of the suite.
 #[derive(Debug, Clone, Copy)]
 enum Workload {
-    Appends { clients: usize, batch: u64 },
+    Appends {
+        clients: usize,
+        batch: u64,
+        calls: u64,
+    },
     ReadStream,
     ReadAll,
     Subscribe,
@@ -505,9 +571,11 @@ impl Workload {
         events: u64,
     ) -> anyhow::Result<Figures> {
         match self {
-            Workload::Appends { clients, batch } => {
-                appends(connect, run, clients, (events / batch).max(1), batch).await
-            }
+            Workload::Appends {
+                clients,
+                batch,
+                calls,
+            } => appends(connect, run, clients, calls, batch).await,
             Workload::ReadStream => read_stream(&mut connect().await?, run, events).await,
             Workload::ReadAll => read_all(&mut connect().await?).await,
             Workload::Subscribe => subscribe(connect, run, events.min(5000)).await,
@@ -521,8 +589,10 @@ impl Workload {
 pub(crate) async fn run_suite(
     ours: impl AsyncFn() -> anyhow::Result<Client> + Sync,
     peer: Option<impl AsyncFn() -> anyhow::Result<Client> + Sync>,
+    parts: &[Part],
     clients: &[usize],
     events: u64,
+    batch_calls: u64,
 ) -> anyhow::Result<(Vec<Figures>, Vec<Figures>)> {
     let run = format!(
         "{:x}",
@@ -530,23 +600,32 @@ pub(crate) async fn run_suite(
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let mut workloads: Vec<Workload> = clients
-        .iter()
-        .map(|&clients| Workload::Appends { clients, batch: 1 })
-        .collect();
-    workloads.extend([
-        Workload::Appends {
-            clients: 1,
-            batch: 100,
-        },
-        Workload::Appends {
-            clients: 1,
-            batch: 1000,
-        },
-        Workload::ReadStream,
-        Workload::ReadAll,
-        Workload::Subscribe,
-    ]);
+    let mut workloads = Vec::new();
+    for part in ALL_PARTS.into_iter().filter(|part| parts.contains(part)) {
+        match part {
+            Part::Append => workloads.extend(clients.iter().map(|&clients| Workload::Appends {
+                clients,
+                batch: 1,
+                calls: events,
+            })),
+            Part::Batch100 => workloads.push(Workload::Appends {
+                clients: 1,
+                batch: 100,
+                calls: batch_calls,
+            }),
+            Part::Batch1000 => workloads.push(Workload::Appends {
+                clients: 1,
+                batch: 1000,
+                calls: batch_calls,
+            }),
+            Part::ReadStream => workloads.push(Workload::ReadStream),
+            Part::ReadAll => workloads.push(Workload::ReadAll),
+            Part::Subscribe => workloads.push(Workload::Subscribe),
+            // Run by the caller, against our server only: the peer's health service is
+            // not what is being compared.
+            Part::Floor => {}
+        }
+    }
     let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
     for workload in workloads {
         let figures = workload.run(&ours, &run, events).await?;

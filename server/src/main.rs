@@ -152,13 +152,21 @@ enum Command {
         /// Concurrent clients for the single-event append runs, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         clients: Vec<usize>,
-        /// Calls per append run (split across clients), and events in the read stream.
+        /// Calls per single-event append run (split across clients), and events in the read
+        /// stream.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
+        /// Calls per batched append run (100 and 1,000 events per call). Each call takes
+        /// milliseconds, so a run needs hundreds to outlast the disk's hiccups.
+        #[arg(long, default_value_t = 300)]
+        batch_calls: u64,
         /// Also run the same workloads against a `UmaDB` server at this address (see
         /// `bench/umadb.sh`) and print both figures with the ratios.
         #[arg(long)]
         umadb: Option<String>,
+        /// Run only these parts of the suite, comma-separated (default: all of them).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Part>,
     },
     /// Verify every record of a stopped store; exits non-zero on any problem.
     Check {
@@ -693,10 +701,20 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             client,
             clients,
             events,
+            batch_calls,
             umadb,
+            only,
         } => {
-            if clients.is_empty() || clients.contains(&0) || events == 0 {
-                bail!("--clients needs numbers above 0 and --events must be above 0");
+            let parts = if only.is_empty() {
+                &bench::ALL_PARTS[..]
+            } else {
+                &only[..]
+            };
+            if clients.is_empty() || clients.contains(&0) || events == 0 || batch_calls == 0 {
+                bail!(
+                    "--clients needs numbers above 0, and --events and --batch-calls must be \
+                     above 0"
+                );
             }
             println!("Caskade at {}", client.addr);
             let ours = async || -> anyhow::Result<_> {
@@ -718,21 +736,24 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 }
             });
             let compare = peer.is_some();
-            let (ours, theirs) = bench::run_suite(ours, peer, &clients, events).await?;
-            if compare {
+            let (ours, theirs) =
+                bench::run_suite(ours, peer, parts, &clients, events, batch_calls).await?;
+            if compare && !ours.is_empty() {
                 bench::compare(&ours, &theirs);
             }
-            println!();
-            println!("transport floor (no disk; no append can beat its round trip):");
-            for &clients in &clients {
-                let figures = bench::transport_floor(
-                    async || Ok(Client::connect(&client).await?.health()),
-                    clients,
-                    events,
-                )
-                .await?;
-                let label = if compare { "Caskade  " } else { "" };
-                println!("{label}{}", figures.line());
+            if parts.contains(&bench::Part::Floor) {
+                println!();
+                println!("transport floor (no disk; no append can beat its round trip):");
+                for &clients in &clients {
+                    let figures = bench::transport_floor(
+                        async || Ok(Client::connect(&client).await?.health()),
+                        clients,
+                        events,
+                    )
+                    .await?;
+                    let label = if compare { "Caskade  " } else { "" };
+                    println!("{label}{}", figures.line());
+                }
             }
         }
         Command::Stats { client } => {

@@ -2,28 +2,20 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::{TestResult, TestServer, within};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let addr = server.addr().to_string();
+/// Runs `caskade bench` against `server` with `args`; returns what it printed once it has
+/// succeeded.
+async fn bench(server: &TestServer, args: &[&str]) -> TestResult<String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade"));
+    command
+        .args(["bench", "--addr", &server.addr().to_string()])
+        .args(args);
     let output = within(
         "caskade bench",
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_caskade"))
-                .args([
-                    "bench",
-                    "--addr",
-                    &addr,
-                    "--clients",
-                    "1,3",
-                    "--events",
-                    "60",
-                ])
-                .output()
-        }),
+        tokio::task::spawn_blocking(move || command.output()),
     )
     .await???;
     let stdout = String::from_utf8(output.stdout)?;
@@ -32,6 +24,18 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let stdout = bench(
+        &server,
+        &["--clients", "1,3", "--events", "60", "--batch-calls", "2"],
+    )
+    .await?;
     let (suite, floor) = stdout
         .split_once("\n\n")
         .ok_or_else(|| format!("no transport floor section after the suite: {stdout}"))?;
@@ -62,8 +66,8 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
             "{line}"
         );
     }
-    // The appends really happened: 60 single events per client count, then 100 and 1,000
-    // per batch run (at least one call each), then the 60-event read stream.
+    // The appends really happened: 60 single events per client count, then two calls of 100
+    // and two of 1,000, then the 60-event read stream.
     let read_stream = lines[4];
     assert!(!read_stream.contains(" 0 events/s"), "{read_stream}");
     // Then the transport floor, once per client count.
@@ -84,9 +88,46 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_only_the_parts_asked_for() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let stdout = bench(&server, &["--only", "batch1000", "--batch-calls", "3"]).await?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the address, then one workload and no floor: {stdout}"
+    );
+    let figures = lines[1];
+    assert!(
+        figures.starts_with("append 1000 events") && figures.contains("clients   1"),
+        "{figures}"
+    );
+    // Three calls of 1,000 events, every one of them stored.
+    let stats = Command::new(env!("CARGO_BIN_EXE_caskade"))
+        .args(["stats", "--addr", &server.addr().to_string()])
+        .output()?;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout)?;
+    assert_eq!(stats["committed_position"], 3000, "{stats}");
+    server.stop().await?;
+    Ok(())
+}
+
+#[test]
+fn bench_refuses_an_unknown_part_with_one_error_line() -> TestResult {
+    let output = Command::new(env!("CARGO_BIN_EXE_caskade"))
+        .args(["bench", "--addr", "127.0.0.1:9", "--only", "everything"])
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr)?;
+    assert!(stderr.contains("invalid value 'everything'"), "{stderr}");
+    Ok(())
+}
+
 #[test]
 fn bench_refuses_zero_clients_with_one_error_line() -> TestResult {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_caskade"))
+    let output = Command::new(env!("CARGO_BIN_EXE_caskade"))
         .args(["bench", "--addr", "127.0.0.1:9", "--clients", "0"])
         .output()?;
     assert!(!output.status.success());
