@@ -999,7 +999,11 @@ impl Inner {
             .append(offset, &writer.buf)
             .map_err(|e| self.poison(Error::Io(e)))?;
         writer.buf.clear();
-        if self.options.preallocate && writer.active.wants_runway() {
+        // Under `Always` the runway is extended after each sync instead (see `lead_sync`).
+        if self.options.preallocate
+            && self.options.sync != SyncPolicy::Always
+            && writer.active.wants_runway()
+        {
             self.preallocator.request(Arc::clone(&writer.active));
         }
         if writer.buf.capacity() > self.options.write_buffer_size.max(1 << 20) * 4 {
@@ -1109,6 +1113,11 @@ impl Inner {
                 (pending, None)
             };
             synced.map_err(|e| self.poison(Error::Io(e)))?;
+            // Now, with the disk idle until the next group is written, the runway's zeros
+            // hold up no one's sync (see `DataFile::extend_runway`).
+            if self.options.preallocate && file.wants_runway() {
+                self.preallocator.request(Arc::clone(&file));
+            }
             self.group.last_sync_nanos.store(took, Ordering::Relaxed);
             self.group.last_size.store(pending.len(), Ordering::Relaxed);
             let mut first_op = 0;

@@ -111,6 +111,8 @@ pub(crate) struct DataFile {
     extension: Mutex<bool>,
     /// An extension was asked for and has not finished; keeps the writer from asking twice.
     extension_requested: AtomicBool,
+    /// `len` when the last extension began: the bytes appended since size the next one.
+    runway_mark: AtomicU64,
     live_bytes: AtomicU64,
     dead_bytes: AtomicU64,
     has_hint: AtomicBool,
@@ -173,6 +175,7 @@ impl DataFile {
             allocated: AtomicU64::new(len),
             extension: Mutex::new(false),
             extension_requested: AtomicBool::new(false),
+            runway_mark: AtomicU64::new(len),
             live_bytes: AtomicU64::new(0),
             dead_bytes: AtomicU64::new(0),
             has_hint: AtomicBool::new(false),
@@ -244,13 +247,13 @@ impl DataFile {
         Ok(())
     }
 
-    /// Whether the runway is short enough to ask for an extension, and no extension is
-    /// asked for yet. A `true` answer counts as asking: the caller must see that
-    /// [`DataFile::extend_runway`] runs.
+    /// Whether the runway is below its low-water mark and no extension is asked for yet. A
+    /// `true` answer counts as asking: the caller must see that [`DataFile::extend_runway`]
+    /// runs.
     pub(crate) fn wants_runway(&self) -> bool {
         let allocated = self.allocated.load(Ordering::Acquire);
         let runway = allocated.saturating_sub(self.len());
-        runway < runway_step(allocated) / 2
+        runway < runway_low_water(allocated)
             && allocated < self.capacity()
             && !self.extension_requested.swap(true, Ordering::AcqRel)
     }
@@ -258,13 +261,21 @@ impl DataFile {
     /// Writes zeros past the runway's end and syncs them, so later appends there grow
     /// nothing. Does nothing once the file is sealed.
     ///
+    /// An extension replaces what the writer used since the last one, and at least a quarter
+    /// of the low-water mark, so the runway keeps pace with the writer in steps about as
+    /// large as what it writes between two syncs. That matters because an `fdatasync` waits
+    /// for every page of its file under write-back, zeros included: under
+    /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) the store asks for an extension
+    /// just after a group commit's sync, and a step that size reaches the disk, with its own
+    /// sync, while the writers prepare their next group, instead of stalling that group's
+    /// sync behind megabytes of zeros.
+    ///
     /// The zeros go in chunks, each under the `extension` lock, so a writer that outruns the
     /// runway waits for one chunk, never for the whole extension and its sync; it then
     /// writes into zeros that may not be synced yet, and its own sync makes them durable.
     /// Each chunk's write-back starts as soon as it is written (see [`write_back`]), and the
-    /// chunk before it must be on the disk before the next is written: an `fdatasync` waits
-    /// for every page of its file under write-back, so a writer's sync finds at most two
-    /// chunks of zeros in flight, not an extension's worth (several milliseconds of stall).
+    /// chunk before it must be on the disk before the next is written, so a writer's sync
+    /// finds at most two chunks in flight even when an extension is large.
     pub(crate) fn extend_runway(&self) -> io::Result<()> {
         static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
         let result = (|| {
@@ -274,7 +285,14 @@ impl DataFile {
                     return Ok(());
                 }
                 let from = self.allocated.load(Ordering::Acquire);
-                (from + runway_step(from)).min(self.capacity())
+                let len = self.len();
+                let used = len.saturating_sub(self.runway_mark.swap(len, Ordering::AcqRel));
+                let low_water = runway_low_water(from);
+                let step = used
+                    .max(low_water.saturating_sub(from.saturating_sub(len)))
+                    .max(low_water / 4)
+                    .min(MAX_RUNWAY_STEP);
+                (from + step).min(self.capacity())
             };
             let mut previous: Option<(u64, u64)> = None;
             loop {
@@ -408,14 +426,15 @@ fn wait_written_back(_file: &File, _at: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Smallest and largest extension of the runway.
-const MIN_RUNWAY_STEP: u64 = 64 << 10;
+/// Bounds of the runway's low-water mark, and the largest extension.
+const MIN_LOW_WATER: u64 = 64 << 10;
+const MAX_LOW_WATER: u64 = 1 << 20;
 const MAX_RUNWAY_STEP: u64 = 8 << 20;
 
-/// How far to extend a file `allocated` bytes long: as far again, within bounds, so a store
-/// that writes little zero-fills little and a busy one extends rarely.
-fn runway_step(allocated: u64) -> u64 {
-    allocated.clamp(MIN_RUNWAY_STEP, MAX_RUNWAY_STEP)
+/// The runway a file `allocated` bytes long should keep: as long as the file, within
+/// bounds, so a store that writes little zero-fills little.
+fn runway_low_water(allocated: u64) -> u64 {
+    allocated.clamp(MIN_LOW_WATER, MAX_LOW_WATER)
 }
 
 #[cfg(test)]
@@ -457,7 +476,7 @@ mod tests {
         assert!(!file.wants_runway(), "one request at a time");
         file.extend_runway()?;
         let on_disk = fs_len(dir.path())?;
-        assert_eq!(on_disk, FILE_HEADER_LEN as u64 + MIN_RUNWAY_STEP);
+        assert_eq!(on_disk, FILE_HEADER_LEN as u64 + MIN_LOW_WATER);
         file.append(16, b"hello")?;
         assert_eq!(
             fs_len(dir.path())?,
@@ -487,9 +506,42 @@ mod tests {
         file.extend_runway()?;
         assert_eq!(
             fs_len(dir.path())?,
-            16 + 100_000 + runway_step(16 + 100_000)
+            16 + 100_000 + runway_low_water(16 + 100_000)
         );
         assert_eq!(file.slice(16, big.len()), Some(&big[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn an_extension_replaces_what_the_writer_used_since_the_last() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 64 << 20)?;
+        let mut len = FILE_HEADER_LEN as u64;
+        let mut append = |bytes: u64| {
+            let result = file.append(len, &vec![7u8; bytes as usize]);
+            len += bytes;
+            result.map(|()| len)
+        };
+        let len_now = append(3 << 20)?;
+        assert!(file.wants_runway(), "appended past the runway");
+        file.extend_runway()?;
+        let allocated = fs_len(dir.path())?;
+        assert_eq!(
+            allocated,
+            len_now + (3 << 20),
+            "the 3 MiB written since creation"
+        );
+        append(300 << 10)?;
+        assert!(!file.wants_runway(), "above the 1 MiB low-water mark");
+        let len_now = append(2 << 20)?;
+        assert!(allocated - len_now < MAX_LOW_WATER);
+        assert!(file.wants_runway(), "below the low-water mark");
+        file.extend_runway()?;
+        assert_eq!(
+            fs_len(dir.path())?,
+            allocated + (2 << 20) + (300 << 10),
+            "what was written since the last extension"
+        );
         Ok(())
     }
 

@@ -80,9 +80,11 @@ pub struct Options {
     /// Keep zero-filled, synced space ahead of the active file's end, written by a
     /// background thread, so appends overwrite allocated blocks instead of growing the file.
     /// A sync then writes only data: growing a file also makes each sync write the inode,
-    /// which costs about half as much again per durable write. The space is trimmed when
-    /// the file is sealed or the store closed, and a crash leaves it as zeros that the next
-    /// open trims. Default: true.
+    /// which costs about half as much again per durable write. Under
+    /// [`SyncPolicy::Always`] the space is extended just after each group commit's sync, by
+    /// about what the writer used since the last extension, so the zeros reach the disk
+    /// between syncs. The space is trimmed when the file is sealed or the store closed, and a
+    /// crash leaves it as zeros that the next open trims. Default: true.
     pub preallocate: bool,
 }
 

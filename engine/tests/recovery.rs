@@ -1172,6 +1172,34 @@ fn sealed_and_closed_files_hold_no_runway() -> Result<()> {
     Ok(())
 }
 
+/// Under the default `SyncPolicy::Always` the runway is asked for after each group commit's
+/// sync, not when the group is written; either way the active file must get one.
+#[test]
+fn a_durable_write_gets_the_active_file_a_runway_that_close_trims() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::builder(dir.path()).auto_merge(None).open()?;
+    store.put(b"key", b"value")?;
+    let path = data_path(dir.path(), data_ids(dir.path())?[0]);
+    let end = FILE_HEADER_LEN + RECORD_HEADER_LEN + b"key".len() + b"value".len();
+    // The preallocation thread extends the runway in the background; the deadline only
+    // bounds a failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fs::metadata(&path)?.len() <= end as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no runway a minute after a durable write"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    store.close()?;
+    assert_eq!(
+        fs::metadata(&path)?.len(),
+        end as u64,
+        "close trims the runway"
+    );
+    Ok(())
+}
+
 /// A crash can persist the sectors of an unsynced write in any order, and a sector that did
 /// not reach the disk reads as the runway's zeros: valid records of that write may follow
 /// the hole. That is a torn tail (the write was never acknowledged), not corruption.

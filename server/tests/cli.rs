@@ -172,6 +172,10 @@ impl Server {
         &self.addr
     }
 
+    fn pid(&self) -> TestResult<u32> {
+        Ok(self.child.as_ref().ok_or("already stopped")?.id())
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -510,6 +514,23 @@ fn a_port_with_no_server_is_one_error_line() -> TestResult {
     assert!(line.contains(&addr), "names the address: {line}");
     fails(&["streams", "--addr", &addr])?;
     fails(&["read", "--addr", &addr, "$all"])?;
+    Ok(())
+}
+
+/// The server turns transparent huge pages off for itself (see `main.rs`): the kernel says so
+/// in the process's status.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()?))?;
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .ok_or("no THP_enabled line in /proc/PID/status")?;
+    assert_eq!(thp.trim(), "0");
     Ok(())
 }
 
