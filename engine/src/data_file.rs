@@ -261,9 +261,9 @@ impl DataFile {
     /// Writes zeros past the runway's end and syncs them, so later appends there grow
     /// nothing. Does nothing once the file is sealed.
     ///
-    /// An extension replaces what the writer used since the last one, and at least a quarter
-    /// of the low-water mark, so the runway keeps pace with the writer in steps about as
-    /// large as what it writes between two syncs. That matters because an `fdatasync` waits
+    /// An extension replaces what the writer used since the last one, tops the runway up to
+    /// its low-water mark, and is at least a quarter of that mark, so the runway keeps pace
+    /// with the writer in steps about as large as what it writes between two syncs. That matters because an `fdatasync` waits
     /// for every page of its file under write-back, zeros included: under
     /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) the store asks for an extension
     /// just after a group commit's sync, and a step that size reaches the disk, with its own
