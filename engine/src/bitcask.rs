@@ -1113,8 +1113,8 @@ impl Inner {
                 (pending, None)
             };
             synced.map_err(|e| self.poison(Error::Io(e)))?;
-            // Now, with the disk idle until the next group is written, the runway's zeros
-            // hold up no one's sync (see `DataFile::extend_runway`).
+            // Asked for now, while the writers prepare the next group, the zeros usually
+            // reach the disk before that group's sync starts (see `DataFile::extend_runway`).
             if self.options.preallocate && file.wants_runway() {
                 self.preallocator.request(Arc::clone(&file));
             }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 mod common;
 use common::{Model, contents};
@@ -1183,13 +1184,13 @@ fn a_durable_write_gets_the_active_file_a_runway_that_close_trims() -> Result<()
     let end = FILE_HEADER_LEN + RECORD_HEADER_LEN + b"key".len() + b"value".len();
     // The preallocation thread extends the runway in the background; the deadline only
     // bounds a failure.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while fs::metadata(&path)?.len() <= end as u64 {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "no runway a minute after a durable write"
         );
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     }
     store.close()?;
     assert_eq!(
