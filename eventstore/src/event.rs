@@ -34,7 +34,7 @@ impl fmt::Display for Position {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContentType {
-    /// JSON, validated when appended.
+    /// JSON: well-formed UTF-8 JSON text, checked when appended.
     #[default]
     Json,
     /// Opaque bytes.

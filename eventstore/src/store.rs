@@ -635,14 +635,18 @@ impl EventStore {
     }
 }
 
+/// JSON text is UTF-8 (RFC 8259, section 8.1). The UTF-8 is checked apart because `serde_json`
+/// does not check the strings it skips: `from_slice::<IgnoredAny>` accepts `"\xff"`.
 fn check_json(index: usize, field: &'static str, bytes: &[u8]) -> Result<()> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+    let invalid = |reason: String| Error::InvalidJson {
+        index,
+        field,
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(drop)
-        .map_err(|e| Error::InvalidJson {
-            index,
-            field,
-            reason: e.to_string(),
-        })
+        .map_err(|e| invalid(e.to_string()))
 }
 
 fn expected_matches(expected: ExpectedVersion, head: &Head) -> bool {

@@ -294,6 +294,22 @@ fn data_or_metadata_declared_json_must_parse() -> TestResult {
             )
         },
     )?;
+    // Well-formed JSON but for a byte that is not UTF-8, inside a string.
+    let mut not_utf8 = event(9);
+    not_utf8.data = b"{\"note\":\"caf\xe9\"}".to_vec();
+    assert_rejected(
+        &store,
+        "JSON data that is not UTF-8",
+        || store.append("acct-1", ExpectedVersion::Any, &[not_utf8]),
+        |e| match e {
+            Error::InvalidJson {
+                index: 0,
+                field: "data",
+                reason,
+            } => reason.contains("UTF-8"),
+            _ => false,
+        },
+    )?;
     let mut empty_data = event(9);
     empty_data.data = Vec::new();
     assert_rejected(
