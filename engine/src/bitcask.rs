@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::backup::BackupReport;
 use crate::batch::WriteBatch;
-use crate::data_file::{DataFile, FileId, LOCK_FILE, sync_dir};
+use crate::data_file::{DataFile, FileId, LOCK_FILE, RunwayStep, sync_dir};
 use crate::error::{Corruption, Error, Result};
 use crate::file_set::FileSet;
 use crate::format::{
@@ -130,6 +130,47 @@ struct GroupStats {
     last_sync_nanos: AtomicU64,
     /// Batches submitted and not yet taken by a syncer.
     pending: AtomicUsize,
+    /// How busy the syncs keep the disk; only a sync's leader touches it.
+    disk: Mutex<DiskPace>,
+}
+
+/// Running averages of how long syncs take and how long the disk rests between them (from
+/// one sync's end to the next one's start), over the last several syncs.
+#[derive(Default)]
+struct DiskPace {
+    last_end: Option<Instant>,
+    /// Nanoseconds: the average sync, then the average rest; `None` until a rest is known.
+    averages: Option<(f64, f64)>,
+}
+
+impl DiskPace {
+    /// Weight of the newest sync in the averages: one spell of slow syncs, or one pause
+    /// of the writers, changes little.
+    const WEIGHT: f64 = 1.0 / 8.0;
+
+    /// Takes in a sync that ran from `started` to `ended`, and says how to extend the
+    /// runway after it: by the largest step once the disk rests less, on average, than a
+    /// sync takes, so the syncs run about back to back (see [`RunwayStep`]).
+    fn synced(&mut self, started: Instant, ended: Instant) -> RunwayStep {
+        let Some(last_end) = self.last_end.replace(ended) else {
+            return RunwayStep::Paced;
+        };
+        let took = ended.saturating_duration_since(started).as_nanos() as f64;
+        let rested = started.saturating_duration_since(last_end).as_nanos() as f64;
+        let (sync, rest) = match self.averages {
+            None => (took, rested),
+            Some((sync, rest)) => (
+                sync + (took - sync) * Self::WEIGHT,
+                rest + (rested - rest) * Self::WEIGHT,
+            ),
+        };
+        self.averages = Some((sync, rest));
+        if rest < sync {
+            RunwayStep::Largest
+        } else {
+            RunwayStep::Paced
+        }
+    }
 }
 
 /// The longest a syncer waits for more batches to join its group.
@@ -204,17 +245,17 @@ struct Preallocator {
 #[derive(Default)]
 struct PreallocatorState {
     stop: bool,
-    file: Option<Arc<DataFile>>,
+    file: Option<(Arc<DataFile>, RunwayStep)>,
 }
 
 impl Preallocator {
-    fn request(&self, file: Arc<DataFile>) {
-        self.state.lock().file = Some(file);
+    fn request(&self, file: Arc<DataFile>, step: RunwayStep) {
+        self.state.lock().file = Some((file, step));
         self.wake.notify_one();
     }
 
-    /// The next file to extend; `None` once the store is closing.
-    fn next(&self) -> Option<Arc<DataFile>> {
+    /// The next file to extend, and by how much; `None` once the store is closing.
+    fn next(&self) -> Option<(Arc<DataFile>, RunwayStep)> {
         let mut state = self.state.lock();
         loop {
             if state.stop {
@@ -236,8 +277,8 @@ impl Preallocator {
 /// The preallocation thread: extends runways until the store closes. A failure (a full
 /// disk, say) costs only speed: appends then grow the file themselves.
 fn preallocate(preallocator: &Preallocator) {
-    while let Some(file) = preallocator.next() {
-        if let Err(error) = file.extend_runway() {
+    while let Some((file, step)) = preallocator.next() {
+        if let Err(error) = file.extend_runway(step) {
             tracing::warn!(file_id = %file.id(), %error,
                 "preallocating data file space failed; appends will grow the file instead");
         }
@@ -1004,7 +1045,8 @@ impl Inner {
             && self.options.sync != SyncPolicy::Always
             && writer.active.wants_runway()
         {
-            self.preallocator.request(Arc::clone(&writer.active));
+            self.preallocator
+                .request(Arc::clone(&writer.active), RunwayStep::Paced);
         }
         if writer.buf.capacity() > self.options.write_buffer_size.max(1 << 20) * 4 {
             writer.buf.shrink_to(self.options.write_buffer_size);
@@ -1103,7 +1145,8 @@ impl Inner {
             };
             let started = Instant::now();
             let synced = file.sync();
-            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let ended = Instant::now();
+            let took = u64::try_from((ended - started).as_nanos()).unwrap_or(u64::MAX);
             // Taken back even if the sync failed: the helper must be idle for the next group.
             let (pending, handled) = if handed_over {
                 let group = self.early_publisher.take_back();
@@ -1114,9 +1157,11 @@ impl Inner {
             };
             synced.map_err(|e| self.poison(Error::Io(e)))?;
             // Asked for now, while the writers prepare the next group, the zeros usually
-            // reach the disk before that group's sync starts (see `DataFile::extend_runway`).
+            // reach the disk before that group's sync starts (see `DataFile::extend_runway`),
+            // unless the syncs run back to back.
+            let step = self.group.disk.lock().synced(started, ended);
             if self.options.preallocate && file.wants_runway() {
-                self.preallocator.request(Arc::clone(&file));
+                self.preallocator.request(Arc::clone(&file), step);
             }
             self.group.last_sync_nanos.store(took, Ordering::Relaxed);
             self.group.last_size.store(pending.len(), Ordering::Relaxed);
@@ -1417,6 +1462,49 @@ fn maintenance(store: &Weak<Inner>, background: &Background, interval: Duration)
             && let Err(error) = store.merge(&mut |_| {})
         {
             tracing::error!(%error, "automatic merge failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `pace` `count` syncs of `sync_micros` each, `rest_micros` apart, from `*now`;
+    /// returns the step after the last.
+    fn syncs(
+        pace: &mut DiskPace,
+        now: &mut Instant,
+        count: usize,
+        sync_micros: u64,
+        rest_micros: u64,
+    ) -> RunwayStep {
+        let mut step = RunwayStep::Paced;
+        for _ in 0..count {
+            let started = *now + Duration::from_micros(rest_micros);
+            let ended = started + Duration::from_micros(sync_micros);
+            step = pace.synced(started, ended);
+            *now = ended;
+        }
+        step
+    }
+
+    #[test]
+    fn the_runway_takes_the_largest_steps_once_syncs_run_back_to_back() {
+        use RunwayStep::{Largest, Paced};
+        let mut pace = DiskPace::default();
+        let mut now = Instant::now();
+        // Phases of (syncs, µs each, µs of rest before each), in order, and the step after.
+        let phases = [
+            (1, 100, 0, Paced, "a first sync has no rest to compare"),
+            (50, 300, 900, Paced, "the disk rests 3 times a sync"),
+            (1, 300, 0, Paced, "one sync right after another"),
+            (50, 150, 40, Largest, "the disk rests a quarter of a sync"),
+            (50, 100, 400, Paced, "the writers slowed down"),
+        ];
+        for (count, sync_micros, rest_micros, expected, why) in phases {
+            let step = syncs(&mut pace, &mut now, count, sync_micros, rest_micros);
+            assert_eq!(step, expected, "{why}");
         }
     }
 }

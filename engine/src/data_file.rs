@@ -111,8 +111,11 @@ pub(crate) struct DataFile {
     extension: Mutex<bool>,
     /// An extension was asked for and has not finished; keeps the writer from asking twice.
     extension_requested: AtomicBool,
-    /// `len` when the last extension began: the bytes appended since size the next one.
+    /// `len` when the runway was last asked about ([`DataFile::wants_runway`]).
     runway_mark: AtomicU64,
+    /// Bytes appended between the last two times the runway was asked about, which the
+    /// store does once per sync (or flush): what the writer writes between two syncs.
+    recent_use: AtomicU64,
     live_bytes: AtomicU64,
     dead_bytes: AtomicU64,
     has_hint: AtomicBool,
@@ -176,6 +179,7 @@ impl DataFile {
             extension: Mutex::new(false),
             extension_requested: AtomicBool::new(false),
             runway_mark: AtomicU64::new(len),
+            recent_use: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             dead_bytes: AtomicU64::new(0),
             has_hint: AtomicBool::new(false),
@@ -249,10 +253,13 @@ impl DataFile {
 
     /// Whether the runway is below its low-water mark and no extension is asked for yet. A
     /// `true` answer counts as asking: the caller must see that [`DataFile::extend_runway`]
-    /// runs.
+    /// runs. The store asks after each sync (or flush), and only the writer's side asks.
     pub(crate) fn wants_runway(&self) -> bool {
+        let len = self.len();
+        let used = len.saturating_sub(self.runway_mark.swap(len, Ordering::AcqRel));
+        self.recent_use.store(used, Ordering::Release);
         let allocated = self.allocated.load(Ordering::Acquire);
-        let runway = allocated.saturating_sub(self.len());
+        let runway = allocated.saturating_sub(len);
         runway < runway_low_water(allocated)
             && allocated < self.capacity()
             && !self.extension_requested.swap(true, Ordering::AcqRel)
@@ -261,14 +268,18 @@ impl DataFile {
     /// Writes zeros past the runway's end and syncs them, so later appends there grow
     /// nothing. Does nothing once the file is sealed.
     ///
-    /// An extension replaces what the writer used since the last one, tops the runway up to
-    /// its low-water mark, and is at least a quarter of that mark, so the runway keeps pace
-    /// with the writer in steps about as large as what it writes between two syncs. That matters because an `fdatasync` waits
-    /// for every page of its file under write-back, zeros included: under
+    /// With [`RunwayStep::Paced`], an extension replaces what the writer wrote between the
+    /// last two times the runway was asked about (once per sync), tops the runway up to its
+    /// low-water mark, and is at least a quarter of that mark, so the runway keeps pace with
+    /// the writer in steps about as large as what it writes between two syncs. (Sized by
+    /// what was written since the last extension instead, a large step would stay large:
+    /// after an 8 MiB step, the next comes 8 MiB later.) That matters because an `fdatasync`
+    /// waits for every page of its file under write-back, zeros included: under
     /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) the store asks for an extension
-    /// just after a group commit's sync, and a step that size reaches the disk, with its own
-    /// sync, while the writers prepare their next group, instead of stalling that group's
-    /// sync behind megabytes of zeros.
+    /// just after a group commit's sync, and when the disk then rests until the next group's
+    /// sync, a step that size reaches the disk, with its own sync, in that rest, instead of
+    /// stalling the next sync behind megabytes of zeros. With [`RunwayStep::Largest`] it is
+    /// the largest step; see there for when that is better.
     ///
     /// The zeros go in chunks, each under the `extension` lock, so a writer that outruns the
     /// runway waits for one chunk, never for the whole extension and its sync; it then
@@ -276,7 +287,7 @@ impl DataFile {
     /// Each chunk's write-back starts as soon as it is written (see [`write_back`]), and the
     /// chunk before it must be on the disk before the next is written, so a writer's sync
     /// finds at most two chunks in flight even when an extension is large.
-    pub(crate) fn extend_runway(&self) -> io::Result<()> {
+    pub(crate) fn extend_runway(&self, step: RunwayStep) -> io::Result<()> {
         static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
         let result = (|| {
             let to = {
@@ -285,13 +296,17 @@ impl DataFile {
                     return Ok(());
                 }
                 let from = self.allocated.load(Ordering::Acquire);
-                let len = self.len();
-                let used = len.saturating_sub(self.runway_mark.swap(len, Ordering::AcqRel));
+                let runway = from.saturating_sub(self.len());
                 let low_water = runway_low_water(from);
-                let step = used
-                    .max(low_water.saturating_sub(from.saturating_sub(len)))
-                    .max(low_water / 4)
-                    .min(MAX_RUNWAY_STEP);
+                let step = match step {
+                    RunwayStep::Paced => self
+                        .recent_use
+                        .load(Ordering::Acquire)
+                        .max(low_water.saturating_sub(runway))
+                        .max(low_water / 4)
+                        .min(MAX_RUNWAY_STEP),
+                    RunwayStep::Largest => MAX_RUNWAY_STEP,
+                };
                 (from + step).min(self.capacity())
             };
             let mut previous: Option<(u64, u64)> = None;
@@ -426,6 +441,21 @@ fn wait_written_back(_file: &File, _at: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// How much a runway extension adds; see [`DataFile::extend_runway`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunwayStep {
+    /// About what the writer writes between two syncs: for a disk that rests between syncs,
+    /// a step that fits in the rest.
+    Paced,
+    /// [`MAX_RUNWAY_STEP`]: for a disk kept busy, with each sync starting about as soon as
+    /// the one before ends. There is no rest for the zeros to go out in, so whatever their
+    /// step they slow the syncs they overlap; fewer, larger extensions mean fewer of their
+    /// own syncs, each of which commits the file's new size to the journal. (One writer in
+    /// process appending 100 events per commit, against `SQLite` in the same run: a median
+    /// ratio of 2.49x against 2.26x with paced steps, four alternating runs each.)
+    Largest,
+}
+
 /// Bounds of the runway's low-water mark, and the largest extension.
 const MIN_LOW_WATER: u64 = 64 << 10;
 const MAX_LOW_WATER: u64 = 1 << 20;
@@ -474,7 +504,7 @@ mod tests {
         let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
         assert!(file.wants_runway());
         assert!(!file.wants_runway(), "one request at a time");
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         let on_disk = fs_len(dir.path())?;
         assert_eq!(on_disk, FILE_HEADER_LEN as u64 + MIN_LOW_WATER);
         file.append(16, b"hello")?;
@@ -486,7 +516,7 @@ mod tests {
         assert_eq!(file.bytes().len(), 21);
         file.seal()?;
         assert_eq!(fs_len(dir.path())?, 21);
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         assert_eq!(
             fs_len(dir.path())?,
             21,
@@ -503,7 +533,7 @@ mod tests {
         file.append(16, &big)?;
         assert_eq!(fs_len(dir.path())?, 16 + 100_000);
         assert!(file.wants_runway());
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         assert_eq!(
             fs_len(dir.path())?,
             16 + 100_000 + runway_low_water(16 + 100_000)
@@ -513,7 +543,8 @@ mod tests {
     }
 
     #[test]
-    fn an_extension_replaces_what_the_writer_used_since_the_last() -> io::Result<()> {
+    fn an_extension_replaces_what_was_written_since_the_runway_was_last_asked_about()
+    -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = DataFile::create(dir.path(), FileId(1), 64 << 20)?;
         let mut len = FILE_HEADER_LEN as u64;
@@ -524,7 +555,7 @@ mod tests {
         };
         let len_now = append(3 << 20)?;
         assert!(file.wants_runway(), "appended past the runway");
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         let allocated = fs_len(dir.path())?;
         assert_eq!(
             allocated,
@@ -536,11 +567,39 @@ mod tests {
         let len_now = append(2 << 20)?;
         assert!(allocated - len_now < MAX_LOW_WATER);
         assert!(file.wants_runway(), "below the low-water mark");
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         assert_eq!(
             fs_len(dir.path())?,
-            allocated + (2 << 20) + (300 << 10),
-            "what was written since the last extension"
+            allocated + (2 << 20),
+            "the 2 MiB written since the last ask, not the 300 KiB before it"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_largest_step_is_followed_by_paced_steps_of_one_sync() -> io::Result<()> {
+        const PER_SYNC: u64 = 300 << 10;
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 64 << 20)?;
+        file.append(16, b"hello")?;
+        assert!(file.wants_runway());
+        file.extend_runway(RunwayStep::Largest)?;
+        let allocated = fs_len(dir.path())?;
+        assert_eq!(allocated, 21 + MAX_RUNWAY_STEP);
+        let group = vec![7; PER_SYNC as usize];
+        let mut len = 21;
+        loop {
+            file.append(len, &group)?;
+            len += PER_SYNC;
+            if file.wants_runway() {
+                break;
+            }
+        }
+        file.extend_runway(RunwayStep::Paced)?;
+        assert_eq!(
+            fs_len(dir.path())?,
+            allocated + PER_SYNC,
+            "one sync's bytes, not the 8 MiB since the last extension"
         );
         Ok(())
     }
@@ -550,7 +609,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = DataFile::create(dir.path(), FileId(1), 1024)?;
         assert!(file.wants_runway());
-        file.extend_runway()?;
+        file.extend_runway(RunwayStep::Paced)?;
         assert_eq!(fs_len(dir.path())?, 1024);
         assert!(!file.wants_runway());
         Ok(())
