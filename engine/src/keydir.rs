@@ -240,6 +240,20 @@ fn shard_index(hash: u64) -> usize {
     (hash >> SHARD_SHIFT) as usize & (SHARD_COUNT - 1)
 }
 
+/// Hidden entries inserted under one shard lock, added to [`KeyDir::hidden`] when dropped:
+/// before the lock is released, so `len` never counts them as live, and even when an insert
+/// panics, so that revealing the entries marked handled never takes back more than was added.
+struct HiddenCount<'a> {
+    hidden: &'a AtomicUsize,
+    count: usize,
+}
+
+impl Drop for HiddenCount<'_> {
+    fn drop(&mut self) {
+        self.hidden.fetch_add(self.count, Ordering::Relaxed);
+    }
+}
+
 /// The sharded map from key to [`ValueLocation`].
 pub(crate) struct KeyDir {
     shards: Box<[RwLock<Shard>]>,
@@ -324,7 +338,11 @@ impl KeyDir {
     ) -> Result<()> {
         for run in self.by_shard(updates).chunk_by(|a, b| a.0 == b.0) {
             let mut shard = self.shards[run[0].0].write();
-            let mut inserted = 0;
+            // Declared after the lock, so dropped before it is released, by a panic too.
+            let mut inserted = HiddenCount {
+                hidden: &self.hidden,
+                count: 0,
+            };
             let mut outcome = Ok(());
             // Keys of updates left so far in this shard: their later updates wait too.
             let mut left: Vec<&[u8]> = Vec::new();
@@ -347,11 +365,10 @@ impl KeyDir {
                 if present {
                     continue;
                 }
-                inserted += usize::from(location.is_some());
+                inserted.count += usize::from(location.is_some());
                 handled[index] = true;
             }
-            // Counted before the lock is released, so `len` never counts them as live.
-            self.hidden.fetch_add(inserted, Ordering::Relaxed);
+            drop(inserted);
             outcome?;
         }
         Ok(())

@@ -154,36 +154,61 @@ impl EarlyPublisher {
         }
     }
 
-    fn finish(&self, group: EarlyGroup) {
-        self.state.lock().finished = Some(group);
+    /// Hands the group back to its leader. With `retire`, the helper is exiting: later
+    /// hand-overs are refused, and their leaders publish alone.
+    fn finish(&self, group: EarlyGroup, retire: bool) {
+        let mut state = self.state.lock();
+        state.finished = Some(group);
+        if retire {
+            state.running = false;
+        }
         self.done.notify_one();
     }
 }
 
 /// The `caskade-publish` thread: inserts the new keys of each group handed over, until the
 /// store closes. A group handed over before the stop is still finished, so its leader never
-/// waits in vain.
+/// waits in vain; so is a group whose inserts panicked, after which the thread exits and
+/// leaders publish alone (a panic here would be a bug: the only other way out of an insert
+/// is an allocation failure, which aborts).
 pub(crate) fn early_publish(publisher: &EarlyPublisher, keydir: &KeyDir) {
     while let Some(units) = publisher.next() {
-        let updates: Vec<(&[u8], Option<ValueLocation>)> = units
-            .iter()
-            .flat_map(|unit| unit.changes().map(|change| change.keydir_update()))
-            .collect();
-        // Each batch's last op stays with the leader, which applies it after every other op
-        // of its batch (see `WriteBatch`).
-        let mut leave = vec![false; updates.len()];
-        let mut end = 0;
-        for unit in &units {
-            end += unit.op_count();
-            leave[end - 1] = true;
+        let op_count = units.iter().map(PendingBatch::op_count).sum();
+        let mut handled = vec![false; op_count];
+        // `handled` marks each insert once it is done, so after a panic it still says what
+        // the leader must apply itself.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            insert_new_keys(keydir, &units, &mut handled);
+        }))
+        .is_err();
+        if panicked {
+            tracing::error!("the publish helper panicked; sync leaders now publish alone");
         }
-        let mut handled = vec![false; updates.len()];
-        // On an error `handled` marks what was done, and the leader meets the same error
-        // when it applies the rest.
-        let _ = keydir.insert_new(&updates, &leave, &mut handled);
-        drop(updates);
-        publisher.finish(EarlyGroup { units, handled });
+        publisher.finish(EarlyGroup { units, handled }, panicked);
+        if panicked {
+            return;
+        }
     }
+}
+
+/// Inserts the new keys of `units` as hidden entries, marking each in `handled`.
+fn insert_new_keys(keydir: &KeyDir, units: &[PendingBatch], handled: &mut [bool]) {
+    fail::fail_point!("publish::insert_new_keys");
+    let updates: Vec<(&[u8], Option<ValueLocation>)> = units
+        .iter()
+        .flat_map(|unit| unit.changes().map(|change| change.keydir_update()))
+        .collect();
+    // Each batch's last op stays with the leader, which applies it after every other op
+    // of its batch (see `WriteBatch`).
+    let mut leave = vec![false; updates.len()];
+    let mut end = 0;
+    for unit in units {
+        end += unit.op_count();
+        leave[end - 1] = true;
+    }
+    // On an error `handled` marks what was done, and the leader meets the same error when it
+    // applies the rest.
+    let _ = keydir.insert_new(&updates, &leave, handled);
 }
 
 impl Inner {

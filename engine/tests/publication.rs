@@ -182,3 +182,45 @@ fn a_reader_that_sees_a_batch_marker_sees_the_whole_batch() -> Result<()> {
     assert_eq!(store.keys().count(), store.len());
     store.close()
 }
+
+/// A panic in the helper must not leave the sync's leader waiting for it: the group is
+/// handed back with nothing inserted, the leader publishes it alone, and so do the leaders
+/// after it.
+#[test]
+fn a_panicking_helper_leaves_publication_to_the_leaders() -> Result<()> {
+    let _serial = FailScenario::setup();
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::open(dir.path(), caskade_engine::Options::default())?;
+    fail::cfg("publish::insert_new_keys", "1*panic").expect("a valid fail point");
+    let batch = |prefix: &str| {
+        let mut batch = WriteBatch::new();
+        for i in 0..NEW_KEYS {
+            batch.put(format!("{prefix}-{i:03}"), b"v");
+        }
+        batch
+    };
+    // Without the fix the first write never returns: bounded here, so a regression fails
+    // instead of hanging the run. The bound is no timing assumption; the writes take
+    // milliseconds.
+    let writer = {
+        let store = store.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let outcome = store
+                .write(batch("first"))
+                .and_then(|()| store.write(batch("second")));
+            let _ = done.send(outcome);
+        });
+        finished
+    };
+    let outcome = writer
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the writes return after the helper panicked");
+    fail::remove("publish::insert_new_keys");
+    outcome?;
+    assert_eq!(store.keys_with_prefix(b"first-").count(), NEW_KEYS);
+    assert_eq!(store.keys_with_prefix(b"second-").count(), NEW_KEYS);
+    assert_eq!(store.len(), 2 * NEW_KEYS);
+    assert_eq!(store.get(b"first-042")?, Some(b"v".to_vec()));
+    store.close()
+}
