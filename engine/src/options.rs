@@ -82,10 +82,11 @@ pub struct Options {
     /// A sync then writes only data: growing a file also makes each sync write the inode,
     /// which costs about half as much again per durable write. Under
     /// [`SyncPolicy::Always`] the space is extended just after each group commit's sync, by
-    /// about what the writer used since the last extension, so the zeros reach the disk
+    /// about what the writer wrote between the last two syncs, so the zeros reach the disk
     /// between syncs; once the syncs run about back to back, leaving no time between them,
-    /// it is extended by 8 MiB at a time instead, so that extensions come seldom. The space is trimmed when the file is sealed or the store closed, and a
-    /// crash leaves it as zeros that the next open trims. Default: true.
+    /// it is extended by 8 MiB at a time instead, so that extensions come seldom. The space
+    /// is trimmed when the file is sealed or the store closed, and a crash leaves it as
+    /// zeros that the next open trims. Default: true.
     pub preallocate: bool,
 }
 

@@ -199,9 +199,9 @@ fn a_panicking_helper_leaves_publication_to_the_leaders() -> Result<()> {
         }
         batch
     };
-    // Without the fix the first write never returns: bounded here, so a regression fails
-    // instead of hanging the run. The bound is no timing assumption; the writes take
-    // milliseconds.
+    // A leader waiting for the dead helper would never return: the wait is bounded, so that
+    // fails the test instead of hanging the run. The bound assumes nothing about timing; the
+    // writes take milliseconds.
     let writer = {
         let store = store.clone();
         let (done, finished) = std::sync::mpsc::channel();
