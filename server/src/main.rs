@@ -808,6 +808,20 @@ fn error_line(error: &anyhow::Error) -> String {
     format!("error: {error:#}")
 }
 
+/// A command-line error as one line, like every other error the CLI prints: clap's message
+/// and its details (the missing arguments, the possible values) without the usage block and
+/// the pointer to `--help` that clap puts on lines of their own.
+fn usage_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    format!("{} (see --help)", message.join(" "))
+}
+
 /// mimalloc asks for transparent huge pages on its whole heap (`MADV_HUGEPAGE`), so the first
 /// write to each new 2 MiB of heap faults in a whole huge page at once: 2.4 ms on the
 /// development VM, stalling whichever append's keydir inserts grow the heap (a 1,000-event
@@ -830,7 +844,15 @@ fn disable_transparent_huge_pages() {
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     disable_transparent_huge_pages();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version`: printed to stdout, exit 0.
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            eprintln!("{}", usage_error_line(&error));
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
