@@ -7,6 +7,19 @@
 //! have no gap and no duplicate however appends race with it. The task hands events over
 //! through a bounded channel: a slow subscriber makes the task wait, and it resumes reading
 //! from the store when there is room, so memory stays bounded whatever the lag.
+//!
+//! Why no wake-up is lost, under every sync policy. Two facts from the store: an append's
+//! events and its stream head are visible to reads before the append moves the watermark
+//! (the engine publishes a batch before its writer's wait returns, and the watermark moves
+//! after that wait), and anything else a stream subscriber must re-read for (a tombstone)
+//! also notifies the watermark's channel after it is visible. The task marks the watermark
+//! seen (`borrow_and_update`) *before* each pass reads. So an append either became visible
+//! before the mark, and the pass reads it, or it moves the watermark after the mark, and
+//! `changed` returns at once and another pass reads it. Nothing waits in between: the
+//! watermark can only move forwards, and a pass ends only having read up to what it saw.
+//!
+//! A subscription that starts late, after the writers are done, delivers everything while
+//! catching up, so the events a caller waits for may all come before `CaughtUp`.
 
 use std::pin::Pin;
 use std::sync::{Arc, Weak};

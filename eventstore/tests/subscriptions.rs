@@ -61,13 +61,16 @@ struct Received {
 impl Received {
     /// Reads messages until an event with id `until` has come and, if `need_caught_up`,
     /// `CaughtUp` too.
+    /// Reads messages until the event `until` has been received (counting what came
+    /// before this call: a subscription that starts late may deliver it while catching up)
+    /// and, with `need_caught_up`, `CaughtUp` too.
     async fn read_until(
         &mut self,
         subscription: &mut Subscription,
         until: Uuid,
         need_caught_up: bool,
     ) -> TestResult {
-        let mut seen_until = false;
+        let mut seen_until = self.events.iter().any(|event| event.id == until);
         for _ in 0..MAX_MESSAGES {
             if seen_until && (!need_caught_up || !self.caught_up_at.is_empty()) {
                 return Ok(());
@@ -337,6 +340,83 @@ async fn subscribing_after_a_position_or_version_resumes_exactly_after_it() -> T
             .await?;
         assert_eq!(received.events.last().map(|e| e.id), Some(live_id));
         assert_eq!(received.events.len(), expected.len() + 1);
+    }
+    Ok(())
+}
+
+/// A subscription whose task first runs after everything was appended delivers the awaited
+/// event while catching up, before `CaughtUp`; waiting for it afterwards must not wait for a
+/// second copy. A current-thread runtime runs the task only when the test awaits, which pins
+/// that order (the one in which the switch tests above used to time out).
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_delivered_while_catching_up_is_not_awaited_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    let stream = store.subscribe_stream("target", SubscribeFrom::Start)?;
+    let all = store.subscribe_all(SubscribeFrom::Start, EventFilter::all());
+    let sentinel = event("Sentinel", 0);
+    let sentinel_id = sentinel.id;
+    store.append("target", ExpectedVersion::Any, &[event("Before", 0)])?;
+    store.append("target", ExpectedVersion::Any, &[sentinel])?;
+    for mut subscription in [stream, all] {
+        let mut received = Received::default();
+        received.read_until_caught_up(&mut subscription).await?;
+        assert_eq!(received.caught_up_at, [2]);
+        received
+            .read_until(&mut subscription, sentinel_id, true)
+            .await?;
+        assert_eq!(received.events.len(), 2);
+        assert_eq!(received.events[1].id, sentinel_id);
+    }
+    Ok(())
+}
+
+/// Many short switches from catch-up to live, each racing a writer, under each sync policy:
+/// every one delivers the whole stream and the whole of `$all`, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_switches_to_live_lose_nothing_under_every_sync_policy() -> TestResult {
+    let mut interval = caskade_engine::Options::default();
+    interval.sync = SyncPolicy::Interval(Duration::from_millis(1));
+    let policies = [
+        (options(), 60, 20),
+        (Options::default().engine(interval), 60, 20),
+        (always_options(), 15, 8),
+    ];
+    for (options, rounds, appends) in policies {
+        for round in 0..rounds {
+            let dir = tempfile::tempdir()?;
+            let store = EventStore::open(dir.path(), options.clone())?;
+            append(&store, "target", vec![event("Before", 0)]).await?;
+            let writer = {
+                let store = store.clone();
+                thread::spawn(move || -> Result<(), Error> {
+                    for n in 0..appends {
+                        let stream = if n % 2 == 0 { "target" } else { "other" };
+                        store.append(stream, ExpectedVersion::Any, &[event("Written", n)])?;
+                    }
+                    Ok(())
+                })
+            };
+            let mut stream = store.subscribe_stream("target", SubscribeFrom::Start)?;
+            let mut all = store.subscribe_all(SubscribeFrom::Start, EventFilter::all());
+            tokio::task::spawn_blocking(move || writer.join())
+                .await?
+                .map_err(|_| "writer thread panicked")??;
+            let sentinel = event("Sentinel", round);
+            let sentinel_id = sentinel.id;
+            append(&store, "target", vec![sentinel]).await?;
+            let mut from_stream = Received::default();
+            from_stream
+                .read_until(&mut stream, sentinel_id, true)
+                .await?;
+            assert_eq!(from_stream.events, store.read_stream_to_vec("target")?);
+            let mut from_all = Received::default();
+            from_all.read_until(&mut all, sentinel_id, true).await?;
+            assert_eq!(from_all.events, read_all(&store, ReadAll::forwards())?);
+            for received in [from_stream, from_all] {
+                assert_eq!(received.caught_up_at.len(), 1, "round {round}");
+            }
+        }
     }
     Ok(())
 }
