@@ -673,6 +673,23 @@ impl Bitcask {
         )
     }
 
+    /// Whether the batch `ticket` names is published: durable (under
+    /// [`SyncPolicy::Always`]) and visible to readers, so [`PendingWrite::wait`] on it
+    /// would return at once. Never blocks.
+    #[must_use]
+    pub fn is_published(&self, ticket: WriteTicket) -> bool {
+        let inner = &self.handle.inner;
+        inner.options.sync != SyncPolicy::Always || inner.durable_seq() >= ticket.0
+    }
+
+    /// Another [`PendingWrite`] for the batch `ticket` names, for a second caller that must
+    /// wait for the same batch (an event store answering a retry with the outcome of the
+    /// append it repeats). Both complete when the batch is published, or both fail.
+    #[must_use = "a pending write is durable only once `wait` returns or the future completes"]
+    pub fn pending_write(&self, ticket: WriteTicket) -> PendingWrite {
+        self.pending(ticket.0)
+    }
+
     fn pending(&self, seq: u64) -> PendingWrite {
         PendingWrite {
             inner: Arc::clone(&self.handle.inner),
@@ -818,7 +835,20 @@ impl fmt::Debug for PendingWrite {
     }
 }
 
+/// Names a batch submitted by [`Bitcask::begin_write`], so it can be asked about
+/// ([`Bitcask::is_published`]) or waited for again ([`Bitcask::pending_write`]) without
+/// holding its [`PendingWrite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTicket(u64);
+
 impl PendingWrite {
+    /// The ticket naming this write's batch.
+    #[must_use]
+    pub fn ticket(&self) -> WriteTicket {
+        // A completed write's batch is published, which sequence 0 always is.
+        WriteTicket(self.seq.unwrap_or(0))
+    }
+
     /// Waits until the batch is durable (under [`SyncPolicy::Always`]) and visible to
     /// readers.
     ///

@@ -57,7 +57,7 @@ mod stats;
 
 pub use backup::BackupReport;
 pub use batch::WriteBatch;
-pub use bitcask::{Bitcask, Interest, Keys, PendingWrite, RecordCursor, TryWrite};
+pub use bitcask::{Bitcask, Interest, Keys, PendingWrite, RecordCursor, TryWrite, WriteTicket};
 pub use check::{CheckReport, Problem, ProblemKind, check};
 pub use data_file::FileId;
 pub use error::{Corruption, Error, Result};

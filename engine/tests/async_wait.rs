@@ -1,5 +1,6 @@
 //! `PendingWrite` as a future: awaited writes are durable and visible without a thread
-//! blocked per write, and a polled-then-dropped write still lands.
+//! blocked per write, and a polled-then-dropped write still lands; a write's ticket tells
+//! whether it is published and lets a second caller wait for the same batch.
 
 use std::future::Future;
 use std::pin::pin;
@@ -135,5 +136,38 @@ fn try_begin_write_hands_back_a_batch_that_would_flush_the_buffer() -> Result<()
     assert_eq!(store.get(b"big")?, None);
     store.begin_write(handed_back)?.wait()?;
     assert_eq!(store.get(b"big")?, Some(vec![b'x'; 2000]));
+    Ok(())
+}
+
+#[test]
+fn a_ticket_tells_when_its_batch_is_published_and_a_second_wait_shares_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Bitcask::builder(dir.path())
+        .sync(SyncPolicy::Always)
+        .open()?;
+    let first = store.begin_write(batch(b"k", b"v1"))?;
+    let ticket = first.ticket();
+    // Nobody has waited, so no sync has run: the batch is neither durable nor visible.
+    assert!(!store.is_published(ticket));
+    assert_eq!(store.get(b"k")?, None);
+    let second = store.pending_write(ticket);
+    let second_thread = thread::spawn(move || block_on(second));
+    first.wait()?;
+    assert!(store.is_published(ticket));
+    second_thread.join().expect("waiter thread panicked")?;
+    assert_eq!(store.get(b"k")?, Some(b"v1".to_vec()));
+    // Waiting on a published batch's ticket returns at once.
+    store.pending_write(ticket).wait()?;
+
+    let never = tempfile::tempdir()?;
+    let never = Bitcask::builder(never.path())
+        .sync(SyncPolicy::Never)
+        .open()?;
+    let pending = never.begin_write(batch(b"k", b"v"))?;
+    assert!(
+        never.is_published(pending.ticket()),
+        "without syncs, a batch is published as it is written"
+    );
+    pending.wait()?;
     Ok(())
 }

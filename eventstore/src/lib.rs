@@ -33,6 +33,7 @@
 mod error;
 mod event;
 mod format;
+mod in_flight;
 mod kv;
 mod metadata;
 mod options;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use caskade_engine::{Bitcask, PendingWrite, TryWrite, WriteBatch};
+use caskade_engine::{Bitcask, PendingWrite, TryWrite, WriteBatch, WriteTicket};
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -29,6 +29,7 @@ use crate::format::{
     decode_event, encoded_event_len, event_key, event_key_len, has_all_entry, head_key,
     write_event_key,
 };
+use crate::in_flight::InFlightAppends;
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
 
@@ -153,6 +154,16 @@ pub(crate) struct Shared {
 struct Sequencer {
     next_position: u64,
     heads: HashMap<Arc<str>, Head>,
+    in_flight: InFlightAppends,
+}
+
+/// An append found to repeat one already made (see [`EventStore::already_appended`]).
+#[derive(Clone, Copy)]
+enum Repeated {
+    /// The original is published: its result stands.
+    Published(AppendResult),
+    /// The original is still in flight: the repeat waits for its engine batch.
+    InFlight(WriteTicket, AppendResult),
 }
 
 impl Sequencer {
@@ -208,6 +219,7 @@ impl EventStore {
                 sequencer: Mutex::new(Sequencer {
                     next_position,
                     heads,
+                    in_flight: InFlightAppends::default(),
                 }),
                 committed,
             }),
@@ -236,7 +248,9 @@ impl EventStore {
     /// none. Returns after they are durable (under the engine's default sync policy).
     ///
     /// Re-appending events whose ids were already appended at the same place (a retry after
-    /// a lost reply) succeeds and writes nothing new.
+    /// a lost reply) succeeds and writes nothing new. A repeat that arrives while the
+    /// original is still being synced waits for the original and returns its result; if
+    /// that sync fails, both fail (the engine then refuses every write until reopened).
     ///
     /// # Errors
     /// [`Error::WrongExpectedVersion`] (nothing written), [`Error::StreamDeleted`],
@@ -299,19 +313,24 @@ impl EventStore {
         let recorded_at_micros = Utc::now().timestamp_micros();
         let (pending, result) = {
             let mut sequencer = self.shared.sequencer.lock();
+            let sequencer = &mut *sequencer;
+            sequencer.in_flight.retire(&self.shared.engine);
             let head = sequencer.writable_head(stream)?;
             if !expected_matches(expected, &head) {
-                if let Some(done) = self.already_appended(stream, expected, &head, events)? {
-                    return Ok(Some(self.pending(None, done)));
+                if let Some(repeated) =
+                    self.already_appended(&sequencer.in_flight, stream, expected, &head, events)?
+                {
+                    return Ok(Some(self.repeated(repeated)));
                 }
                 return Err(wrong_version(stream, expected, &head));
             }
             if matches!(
                 expected,
                 ExpectedVersion::Any | ExpectedVersion::StreamExists
-            ) && let Some(done) = self.already_appended(stream, expected, &head, events)?
+            ) && let Some(repeated) =
+                self.already_appended(&sequencer.in_flight, stream, expected, &head, events)?
             {
-                return Ok(Some(self.pending(None, done)));
+                return Ok(Some(self.repeated(repeated)));
             }
             let first_version = head.next_version;
             let first_position = sequencer.next_position;
@@ -363,15 +382,33 @@ impl EventStore {
                 },
             };
             sequencer.next_position += count;
-            sequencer.heads.insert(Arc::from(stream), new_head);
+            let name: Arc<str> = Arc::from(stream);
             let result = AppendResult {
                 next_expected_version: StreamVersion(first_version + count - 1),
                 first_position: Position(first_position),
                 last_position: Position(first_position + count - 1),
             };
+            sequencer.in_flight.record(
+                &self.shared.engine,
+                &name,
+                pending.ticket(),
+                first_version,
+                events,
+                result,
+            );
+            sequencer.heads.insert(name, new_head);
             (pending, result)
         };
         Ok(Some(self.pending(Some(pending), result)))
+    }
+
+    fn repeated(&self, repeated: Repeated) -> PendingAppend {
+        match repeated {
+            Repeated::Published(result) => self.pending(None, result),
+            Repeated::InFlight(ticket, result) => {
+                self.pending(Some(self.shared.engine.pending_write(ticket)), result)
+            }
+        }
     }
 
     fn pending(&self, write: Option<PendingWrite>, result: AppendResult) -> PendingAppend {
@@ -518,14 +555,28 @@ impl EventStore {
     }
 
     /// If `events` were already appended where `expected` says (a retried append), what
-    /// that append returned.
+    /// that append returned, or the append in flight it repeats. Unless `expected` is an
+    /// exact version, an append in flight with the same ids anywhere in the stream is the
+    /// one repeated.
     fn already_appended(
         &self,
+        in_flight: &InFlightAppends,
         stream: &str,
         expected: ExpectedVersion,
         head: &Head,
         events: &[EventData],
-    ) -> Result<Option<AppendResult>> {
+    ) -> Result<Option<Repeated>> {
+        // A soft-deleted stream takes `NoStream` at its next version, not at 0: only an exact
+        // version pins where the original must start.
+        let anchor = match expected {
+            ExpectedVersion::Exact(StreamVersion(v)) => Some(v.saturating_add(1)),
+            ExpectedVersion::NoStream | ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                None
+            }
+        };
+        if let Some((ticket, result)) = in_flight.find(stream, anchor, events) {
+            return Ok(Some(Repeated::InFlight(ticket, result)));
+        }
         let count = events.len() as u64;
         let first = match expected {
             ExpectedVersion::Exact(StreamVersion(v)) => match v.checked_add(1) {
@@ -557,11 +608,11 @@ impl EventStore {
                 Some(Ok(_)) | None => return Ok(None),
             }
         }
-        Ok(Some(AppendResult {
+        Ok(Some(Repeated::Published(AppendResult {
             next_expected_version: StreamVersion(first + count - 1),
             first_position: positions[0],
             last_position: positions[positions.len() - 1],
-        }))
+        })))
     }
 
     pub(crate) fn validate_stream(&self, stream: &str) -> Result<()> {

@@ -372,3 +372,142 @@ fn try_begin_append_declines_only_where_a_new_file_is_needed_and_changes_nothing
     assert_consistent_prefix(&read);
     Ok(())
 }
+
+/// A retry submitted while its original is still waiting for its sync (neither has been
+/// waited for, so no sync has run) is accepted, and both return the original's result.
+#[test]
+fn a_retry_submitted_while_its_original_is_unsynced_returns_the_original_result() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options(SyncPolicy::Always))?;
+    for n in 0..5 {
+        store.append("orders", ExpectedVersion::Any, &[event(0, n, 0)])?;
+    }
+    let events = [event(1, 0, 0), event(1, 0, 1)];
+    let exact = ExpectedVersion::Exact(StreamVersion(4));
+    let original = store.begin_append("orders", exact, &events)?;
+    let other = store.begin_append("orders", ExpectedVersion::Any, &[event(2, 0, 0)])?;
+    let retried = store.begin_append("orders", exact, &events)?;
+    let retried_without_version = store.begin_append("orders", ExpectedVersion::Any, &events)?;
+    let retried_without_blocking = store
+        .try_begin_append("orders", exact, &events)?
+        .ok_or("a retry writes nothing, so it never needs to block")?;
+
+    let result = original.wait()?;
+    assert_eq!(result.next_expected_version, StreamVersion(6));
+    assert_eq!(retried.wait()?, result);
+    assert_eq!(retried_without_version.wait()?, result);
+    assert_eq!(retried_without_blocking.wait()?, result);
+    assert_eq!(other.wait()?.next_expected_version, StreamVersion(7));
+
+    let stream = store.read_stream_to_vec("orders")?;
+    let ids: Vec<Uuid> = stream.iter().map(|e| e.id).collect();
+    let expected_ids: Vec<Uuid> = (0..5)
+        .map(|n| event(0, n, 0).id)
+        .chain(events.iter().map(|e| e.id))
+        .chain([event(2, 0, 0).id])
+        .collect();
+    assert_eq!(ids, expected_ids, "the events are written once");
+    // A retry of what is now durable is still a no-op.
+    assert_eq!(store.append("orders", exact, &events)?, result);
+    // And a different append at the same place is still a conflict.
+    assert!(matches!(
+        store.append("orders", exact, &[event(3, 0, 0)]),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    Ok(())
+}
+
+/// Eight threads send the same append (same ids, exact expected version) at once, round
+/// after round, and in every other round two more writers append to the same stream at the
+/// same moment: the senders all get the original's result (or, where another writer took the
+/// version first, all the same conflict) and the events are in the stream once.
+#[test]
+fn identical_appends_racing_each_other_all_succeed_with_one_result() -> TestResult {
+    const ROUNDS: usize = 40;
+    const OTHER_WRITERS: usize = 2;
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options(SyncPolicy::Always))?;
+    store.append("raced", ExpectedVersion::NoStream, &[event(99, 0, 0)])?;
+    let mut appended_once = 0;
+    for round in 0..ROUNDS {
+        let last = store
+            .stream_info("raced")?
+            .and_then(|info| info.last_version)
+            .ok_or("the stream has events")?;
+        let expected = ExpectedVersion::Exact(last);
+        let events = vec![event(round, 1, 0), event(round, 1, 1)];
+        let mixed = round % 2 == 1;
+        let others = if mixed { OTHER_WRITERS } else { 0 };
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS + others));
+        let other_writers: Vec<_> = (0..others)
+            .map(|writer| {
+                let (store, barrier) = (store.clone(), std::sync::Arc::clone(&barrier));
+                thread::spawn(move || -> ThreadResult<()> {
+                    barrier.wait();
+                    for n in 0..3 {
+                        let other = event(100 + writer, round * 10 + n, 0);
+                        store.append("raced", ExpectedVersion::Any, &[other])?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let senders: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (store, events, barrier) = (
+                    store.clone(),
+                    events.clone(),
+                    std::sync::Arc::clone(&barrier),
+                );
+                thread::spawn(move || {
+                    barrier.wait();
+                    store.append("raced", expected, &events)
+                })
+            })
+            .collect();
+        let results: Vec<Result<AppendResult, Error>> = senders
+            .into_iter()
+            .map(|sender| sender.join().expect("sender thread panicked"))
+            .collect();
+        for writer in other_writers {
+            writer
+                .join()
+                .expect("writer thread panicked")
+                .map_err(|e| e.to_string())?;
+        }
+        let successes: Vec<AppendResult> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        if successes.is_empty() {
+            assert!(mixed, "round {round}: nobody else wrote, yet {results:?}");
+            for result in &results {
+                assert!(
+                    matches!(result, Err(Error::WrongExpectedVersion { .. })),
+                    "round {round}: {result:?}"
+                );
+            }
+            continue;
+        }
+        assert_eq!(successes.len(), THREADS, "round {round}: {results:?}");
+        assert!(
+            successes.iter().all(|r| *r == successes[0]),
+            "round {round}"
+        );
+        assert_eq!(successes[0].next_expected_version.0, last.0 + 2);
+        appended_once += 1;
+    }
+    assert!(appended_once >= ROUNDS / 2, "every unmixed round appends");
+    let stream = store.read_stream_to_vec("raced")?;
+    let mut seen = HashSet::new();
+    for event in &stream {
+        assert!(seen.insert(event.id), "{} written twice", event.id);
+    }
+    let versions: Vec<u64> = stream.iter().map(|e| e.version.0).collect();
+    assert_eq!(versions, (0..stream.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        stream.len(),
+        1 + appended_once * 2 + ROUNDS / 2 * OTHER_WRITERS * 3
+    );
+    Ok(())
+}

@@ -327,6 +327,63 @@ async fn retrying_an_append_with_the_same_ids_writes_nothing_new() -> TestResult
     server.stop().await
 }
 
+/// Eight clients send the same append (same ids, `exact`) at the same moment, under
+/// `SyncPolicy::Always` so that the repeats arrive while the original is being synced: all
+/// get the original's response, and the events are written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_appends_sent_at_once_all_get_the_original_response() -> TestResult {
+    const SENDERS: usize = 8;
+    let dir = tempfile::tempdir()?;
+    let mut options = common::options();
+    options.engine.sync = caskade_engine::SyncPolicy::Always;
+    let server = TestServer::start(
+        EventStore::open(dir.path(), options)?,
+        ServerConfig::default(),
+    )
+    .await?;
+    let mut setup = server.streams().await?;
+    setup
+        .append(append("order-9", no_stream(), numbered("Placed", 0, 5)))
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..SENDERS {
+        clients.push(server.streams().await?);
+    }
+    for round in 0..10u64 {
+        let batch = numbered("Paid", round, 2);
+        let expected = exact(4 + 2 * round);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(SENDERS));
+        let sends: Vec<_> = clients
+            .iter()
+            .cloned()
+            .map(|mut client| {
+                let (request, barrier) = (
+                    append("order-9", expected, batch.clone()),
+                    std::sync::Arc::clone(&barrier),
+                );
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    client
+                        .append(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+            })
+            .collect();
+        let mut responses = Vec::new();
+        for send in sends {
+            responses.push(send.await??);
+        }
+        assert!(
+            responses.iter().all(|r| *r == responses[0]),
+            "round {round}"
+        );
+    }
+    let events = read(&mut setup, read_stream("order-9")).await?;
+    assert_eq!(versions(&events), (0..25).collect::<Vec<_>>());
+    server.stop().await
+}
+
 /// Subscribes and returns the response stream.
 async fn subscribe(
     client: &mut Streams,
