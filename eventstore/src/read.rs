@@ -33,13 +33,15 @@ pub enum Direction {
     Backwards,
 }
 
-/// Where a read starts.
+/// Where a read starts. A read includes the event it starts at, whichever way it walks: a
+/// forwards read from `End` returns just the newest event, a backwards read from `Start`
+/// just the oldest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom<T> {
-    /// The oldest event.
+    /// The oldest event the read would show (after retention, scavenging and its filter).
     Start,
-    /// The newest event.
+    /// The newest event the read would show.
     End,
     /// This version or position, inclusive.
     At(T),
@@ -450,6 +452,8 @@ pub struct AllEvents {
     cursor: Option<RecordCursor>,
     /// The last `$all` entry found by a seek, valid for the positions it covers.
     anchor: Option<Anchor>,
+    /// A failure finding where the read starts, yielded first.
+    failed: Option<Error>,
 }
 
 /// A `$all` entry and the positions it locates: every position from its own up to `upto`
@@ -621,6 +625,9 @@ impl Iterator for AllEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(error) = self.failed.take() {
+            return Some(Err(error));
+        }
         let end = self.end;
         // Copied out so `load` may borrow the reader mutably; written back after.
         let mut walk = self.walk;
@@ -651,10 +658,17 @@ impl EventStore {
         let cursor = match (read.direction, read.from) {
             (Direction::Forwards, ReadFrom::Start) => Some(visibility.min_version),
             (Direction::Forwards, ReadFrom::At(v)) => Some(v.0.max(visibility.min_version)),
-            (Direction::Forwards, ReadFrom::End) | (Direction::Backwards, ReadFrom::Start) => None,
             (Direction::Backwards, ReadFrom::End) => visibility.end.checked_sub(1),
             (Direction::Backwards, ReadFrom::At(v)) => {
                 visibility.end.checked_sub(1).map(|last| last.min(v.0))
+            }
+            // The edge a read starts from is the newest or oldest event shown, found by a
+            // read of one event the other way (retention can hide any prefix).
+            (Direction::Forwards, ReadFrom::End) => {
+                self.edge_version(stream, ReadStream::backwards())?
+            }
+            (Direction::Backwards, ReadFrom::Start) => {
+                self.edge_version(stream, ReadStream::forwards())?
             }
         };
         Ok(StreamEvents {
@@ -670,6 +684,14 @@ impl EventStore {
         })
     }
 
+    /// The version of the first event `read` returns, if any.
+    fn edge_version(&self, stream: &str, read: ReadStream) -> Result<Option<u64>> {
+        self.read_stream(stream, read.max_count(1))?
+            .next()
+            .transpose()
+            .map(|event| event.map(|event| event.version.0))
+    }
+
     /// Reads `$all`, the log of every stream's events in append order, lazily. Only committed
     /// (durable) events are returned; events hidden by their stream's metadata or filtered
     /// out are skipped.
@@ -681,12 +703,60 @@ impl EventStore {
     pub fn read_all(&self, read: ReadAll) -> AllEvents {
         let end = self.committed_position().0;
         let cursor = match (read.direction, read.from) {
-            (Direction::Forwards, ReadFrom::Start) => Some(0),
-            (Direction::Forwards, ReadFrom::At(p)) => Some(p.0),
-            (Direction::Forwards, ReadFrom::End) | (Direction::Backwards, ReadFrom::Start) => None,
-            (Direction::Backwards, ReadFrom::End) => end.checked_sub(1),
-            (Direction::Backwards, ReadFrom::At(p)) => end.checked_sub(1).map(|last| last.min(p.0)),
+            (Direction::Forwards, ReadFrom::Start) => Ok(Some(0)),
+            (Direction::Forwards, ReadFrom::At(p)) => Ok(Some(p.0)),
+            (Direction::Backwards, ReadFrom::End) => Ok(end.checked_sub(1)),
+            (Direction::Backwards, ReadFrom::At(p)) => {
+                Ok(end.checked_sub(1).map(|last| last.min(p.0)))
+            }
+            // The edge a read starts from is the newest or oldest event the filter shows,
+            // found by a read of one event the other way under the same watermark (scavenging
+            // leaves holes at the start, and the filter may skip any event).
+            (Direction::Forwards, ReadFrom::End) => {
+                self.all_edge(end, Direction::Backwards, &read.filter)
+            }
+            (Direction::Backwards, ReadFrom::Start) => {
+                self.all_edge(end, Direction::Forwards, &read.filter)
+            }
         };
+        match cursor {
+            Ok(cursor) => self.read_all_from(end, read, cursor),
+            Err(error) => {
+                let mut events = self.read_all_from(end, read, None);
+                events.failed = Some(error);
+                events
+            }
+        }
+    }
+
+    /// The position of the first event a walk `direction` from the first (forwards) or last
+    /// (backwards) position below `end` returns through `filter`.
+    fn all_edge(
+        &self,
+        end: u64,
+        direction: Direction,
+        filter: &EventFilter,
+    ) -> Result<Option<u64>> {
+        let first = match direction {
+            Direction::Forwards => 0,
+            Direction::Backwards => match end.checked_sub(1) {
+                Some(last) => last,
+                None => return Ok(None),
+            },
+        };
+        let probe = ReadAll {
+            direction,
+            from: ReadFrom::At(Position(first)),
+            max_count: 1,
+            filter: filter.clone(),
+        };
+        self.read_all_from(end, probe, Some(first))
+            .next()
+            .transpose()
+            .map(|event| event.map(|event| event.position.0))
+    }
+
+    fn read_all_from(&self, end: u64, read: ReadAll, cursor: Option<u64>) -> AllEvents {
         AllEvents {
             engine: self.shared.engine.clone(),
             filter: read.filter,
@@ -699,24 +769,19 @@ impl EventStore {
             visibility: HashMap::new(),
             cursor: None,
             anchor: None,
+            failed: None,
         }
     }
 
     /// `$all` from position `from` up to (not including) `end`, forwards.
     pub(crate) fn read_all_range(&self, from: u64, end: u64, filter: EventFilter) -> AllEvents {
-        AllEvents {
-            engine: self.shared.engine.clone(),
+        let read = ReadAll {
+            direction: Direction::Forwards,
+            from: ReadFrom::At(Position(from)),
+            max_count: u64::MAX,
             filter,
-            walk: Walk {
-                direction: Direction::Forwards,
-                next: Some(from),
-                remaining: u64::MAX,
-            },
-            end,
-            visibility: HashMap::new(),
-            cursor: None,
-            anchor: None,
-        }
+        };
+        self.read_all_from(end, read, Some(from))
     }
 
     /// Reads the whole of `stream` forwards into memory; for small streams and tests.

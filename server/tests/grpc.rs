@@ -327,6 +327,52 @@ async fn retrying_an_append_with_the_same_ids_writes_nothing_new() -> TestResult
     server.stop().await
 }
 
+/// `start` is the oldest event and `end` the newest, and a read includes the one it starts
+/// at: all four combinations of edge and direction, on a stream and on `$all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_from_start_or_end_include_the_edge_event_in_both_directions() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = server.streams().await?;
+    client
+        .append(append("other", None, numbered("Noise", 0, 2)))
+        .await?;
+    client
+        .append(append("cart-2", None, numbered("ItemAdded", 0, 4)))
+        .await?;
+    let edge = |mut request: pb::ReadRequest, direction: pb::Direction, end: bool| {
+        request.direction = direction.into();
+        request.from = Some(if end {
+            pb::read_request::From::End(pb::Empty {})
+        } else {
+            pb::read_request::From::Start(pb::Empty {})
+        });
+        request
+    };
+    let (forwards, backwards) = (pb::Direction::Forwards, pb::Direction::Backwards);
+    let cases = [
+        (forwards, false, vec![0, 1, 2, 3], vec![0, 1, 2, 3, 4, 5]),
+        (forwards, true, vec![3], vec![5]),
+        (backwards, true, vec![3, 2, 1, 0], vec![5, 4, 3, 2, 1, 0]),
+        (backwards, false, vec![0], vec![0]),
+    ];
+    for (direction, end, stream_versions, all_positions) in cases {
+        let stream = read(&mut client, edge(read_stream("cart-2"), direction, end)).await?;
+        assert_eq!(
+            versions(&stream),
+            stream_versions,
+            "{direction:?} end={end}"
+        );
+        let all = read(&mut client, edge(read_all(), direction, end)).await?;
+        assert_eq!(
+            positions(&all),
+            all_positions,
+            "$all {direction:?} end={end}"
+        );
+    }
+    server.stop().await
+}
+
 /// Eight clients send the same append (same ids, `exact`) at the same moment, under
 /// `SyncPolicy::Always` so that the repeats arrive while the original is being synced: all
 /// get the original's response, and the events are written once.
