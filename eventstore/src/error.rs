@@ -38,6 +38,37 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A stream name longer than [`Options::max_stream_name_len`](crate::Options).
+    #[error("stream name {name:?} is {len} bytes, over the maximum of {max} bytes")]
+    StreamNameTooLong {
+        /// The start of the name (its first 100 characters).
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// An event type longer than [`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN).
+    #[error("event {index}'s type {event_type:?} is {len} bytes, over the maximum of {max} bytes")]
+    EventTypeTooLong {
+        /// The event's index in the append.
+        index: usize,
+        /// The start of the type (its first 100 characters).
+        event_type: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+
+    /// An event whose id is the nil UUID, which names no event.
+    #[error("event {index} has the nil UUID as its id; ids must be unique")]
+    NilEventId {
+        /// The event's index in the append.
+        index: usize,
+    },
+
     /// A name reserved by the store, such as `$all`.
     #[error("stream name '{name}' is reserved")]
     ReservedStreamName {
@@ -45,7 +76,7 @@ pub enum Error {
         name: String,
     },
 
-    /// An event type that is empty or too long.
+    /// An event type that is empty.
     #[error("invalid event type {event_type:?}: {reason}")]
     InvalidEventType {
         /// The type as given (cut to 100 characters).

@@ -33,6 +33,9 @@ use crate::in_flight::InFlightAppends;
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
 
+/// The longest event type accepted, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 1024;
+
 /// Whether submitting an append may make blocking system calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Submit {
@@ -626,7 +629,11 @@ impl EventStore {
             return invalid("stream names must not be empty");
         }
         if stream.len() > self.shared.options.max_stream_name_len {
-            return invalid("stream name is longer than the configured maximum");
+            return Err(Error::StreamNameTooLong {
+                name: stream.chars().take(100).collect(),
+                len: stream.len(),
+                max: self.shared.options.max_stream_name_len,
+            });
         }
         if stream.chars().any(char::is_control) {
             return invalid("stream names must not contain control characters");
@@ -651,11 +658,22 @@ impl EventStore {
             foldhash::fast::RandomState::default(),
         );
         for (index, event) in events.iter().enumerate() {
-            if event.event_type.is_empty() || event.event_type.len() > 1024 {
+            if event.event_type.is_empty() {
                 return Err(Error::InvalidEventType {
-                    event_type: event.event_type.chars().take(100).collect(),
-                    reason: "event types must be 1 to 1,024 bytes",
+                    event_type: String::new(),
+                    reason: "event types must not be empty",
                 });
+            }
+            if event.event_type.len() > MAX_EVENT_TYPE_LEN {
+                return Err(Error::EventTypeTooLong {
+                    index,
+                    event_type: event.event_type.chars().take(100).collect(),
+                    len: event.event_type.len(),
+                    max: MAX_EVENT_TYPE_LEN,
+                });
+            }
+            if event.id.is_nil() {
+                return Err(Error::NilEventId { index });
             }
             let size = encoded_event_len(&event.event_type, &event.metadata, &event.data);
             if size > options.max_event_size {

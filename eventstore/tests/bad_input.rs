@@ -5,7 +5,8 @@
 use caskade_engine::SyncPolicy;
 use caskade_eventstore::{
     AppendResult, ContentType, CurrentVersion, Error, EventData, EventFilter, EventStore,
-    ExpectedVersion, Options, ReadAll, RecordedEvent, StreamInfo, StreamMetadata, StreamVersion,
+    ExpectedVersion, MAX_EVENT_TYPE_LEN, Options, ReadAll, RecordedEvent, StreamInfo,
+    StreamMetadata, StreamVersion,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -93,7 +94,16 @@ fn invalid_stream_names_are_rejected_on_every_call() -> TestResult {
     let too_long = "s".repeat(max + 1);
     let with_control = "acct\n1".to_owned();
     for name in [String::new(), too_long, with_control] {
-        let invalid = |e: &Error| matches!(e, Error::InvalidStreamName { .. });
+        let long = name.len() > max;
+        let invalid = |e: &Error| {
+            if long {
+                matches!(e, Error::StreamNameTooLong { len, max: m, .. } if *len == max + 1 && *m == max)
+                    && e.to_string()
+                        .contains(&format!("over the maximum of {max} bytes"))
+            } else {
+                matches!(e, Error::InvalidStreamName { .. })
+            }
+        };
         let what = format!("name {:?}", name.chars().take(20).collect::<String>());
         assert_rejected(
             &store,
@@ -186,21 +196,55 @@ fn an_empty_append_is_rejected() -> TestResult {
 fn empty_and_overlong_event_types_are_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = populated(dir.path(), options())?;
-    for event_type in [String::new(), "T".repeat(1025)] {
-        let bad = EventData::binary(event_type, b"x".to_vec());
-        assert_rejected(
-            &store,
-            "bad event type",
-            // The bad event comes second: nothing of the append may be written.
-            || store.append("acct-1", ExpectedVersion::Any, &[event(9), bad]),
-            |e| matches!(e, Error::InvalidEventType { .. }),
-        )?;
-    }
+    let empty = EventData::binary(String::new(), b"x".to_vec());
+    assert_rejected(
+        &store,
+        "empty event type",
+        // The bad event comes second: nothing of the append may be written.
+        || store.append("acct-1", ExpectedVersion::Any, &[event(9), empty.clone()]),
+        |e| matches!(e, Error::InvalidEventType { .. }),
+    )?;
+    let long = EventData::binary("T".repeat(MAX_EVENT_TYPE_LEN + 1), b"x".to_vec());
+    assert_rejected(
+        &store,
+        "over-long event type",
+        || store.append("acct-1", ExpectedVersion::Any, &[event(9), long.clone()]),
+        |e| {
+            matches!(
+                e,
+                Error::EventTypeTooLong {
+                    index: 1,
+                    len: 1025,
+                    max: 1024,
+                    ..
+                }
+            ) && e
+                .to_string()
+                .contains("1025 bytes, over the maximum of 1024 bytes")
+        },
+    )?;
     // 1,024 bytes is the longest accepted.
     store.append(
         "acct-1",
         ExpectedVersion::Any,
-        &[EventData::binary("T".repeat(1024), Vec::new())],
+        &[EventData::binary(
+            "T".repeat(MAX_EVENT_TYPE_LEN),
+            Vec::new(),
+        )],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn the_nil_uuid_is_refused_as_an_event_id() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = populated(dir.path(), options())?;
+    let nil = EventData::binary("Nil", b"x".to_vec()).with_id(Uuid::nil());
+    assert_rejected(
+        &store,
+        "nil event id",
+        || store.append("acct-1", ExpectedVersion::Any, &[event(9), nil.clone()]),
+        |e| matches!(e, Error::NilEventId { index: 1 }),
     )?;
     Ok(())
 }

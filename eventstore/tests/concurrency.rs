@@ -30,7 +30,7 @@ fn event(writer: usize, n: usize, part: usize) -> EventData {
     EventData::json("Raced", &json!({ "writer": writer, "n": n, "part": part }))
         .expect("a json! value serializes")
         .with_id(Uuid::from_u128(
-            (writer as u128) << 64 | (n as u128) << 16 | part as u128,
+            (writer as u128 + 1) << 64 | (n as u128) << 16 | part as u128,
         ))
 }
 

@@ -35,7 +35,7 @@ fn events_in(append: u64) -> u64 {
 }
 
 fn event_id(append: u64, event: u64) -> Uuid {
-    Uuid::from_u128(u128::from(append) << 32 | u128::from(event))
+    Uuid::from_u128(u128::from(append + 1) << 32 | u128::from(event))
 }
 
 /// The events of append number `append`: known ids and data, of varying sizes so that a

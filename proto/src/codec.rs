@@ -1,5 +1,7 @@
 //! The codec of every generated client and server: prost's, except that the encoder sizes
-//! its buffer for the whole message before writing it.
+//! its buffer for the whole message before writing it, and a message that does not decode
+//! (garbage bytes, a string field that is not UTF-8) is the sender's bad input:
+//! `INVALID_ARGUMENT`, where prost's decoder says `INTERNAL`.
 //!
 //! Prost's own encoder writes into tonic's buffer as it is, which grows by doubling as the
 //! message goes in: a read response of hundreds of events is copied several times over
@@ -10,7 +12,7 @@ use std::marker::PhantomData;
 
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A [`tonic::codec::Codec`] for prost messages; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -30,14 +32,14 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = SizedEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<U>;
+    type Decoder = CheckedDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         SizedEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+        CheckedDecoder(PhantomData)
     }
 }
 
@@ -53,5 +55,20 @@ impl<T: Message> Encoder for SizedEncoder<T> {
         buf.reserve(item.encoded_len());
         item.encode_raw(buf);
         Ok(())
+    }
+}
+
+/// Decodes a prost message, reporting bytes that are not one as `INVALID_ARGUMENT`.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedDecoder<U>(PhantomData<U>);
+
+impl<U: Message + Default> Decoder for CheckedDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf)
+            .map(Some)
+            .map_err(|error| Status::invalid_argument(format!("malformed message: {error}")))
     }
 }

@@ -5,7 +5,7 @@
 //! | wrong expected version | `FAILED_PRECONDITION`, naming the expected and actual versions |
 //! | tombstoned stream | `NOT_FOUND` |
 //! | invalid input (names, types, JSON, filters, metadata, empty keys, bad ids) | `INVALID_ARGUMENT` |
-//! | over a size limit (event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |
+//! | over a size limit (stream name, event type, event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |
 //! | backup destination not empty | `ALREADY_EXISTS` |
 //! | corrupt data | `DATA_LOSS` |
 //! | store closed, poisoned or locked | `UNAVAILABLE` |
@@ -28,11 +28,13 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::EmptyAppend
         | StoreError::InvalidJson { .. }
         | StoreError::DuplicateEventId { .. }
+        | StoreError::NilEventId { .. }
         | StoreError::InvalidFilter(_)
         | StoreError::InvalidMetadata { .. } => Status::invalid_argument(message),
-        StoreError::EventTooLarge { .. } | StoreError::AppendTooLarge { .. } => {
-            Status::resource_exhausted(message)
-        }
+        StoreError::EventTooLarge { .. }
+        | StoreError::AppendTooLarge { .. }
+        | StoreError::StreamNameTooLong { .. }
+        | StoreError::EventTypeTooLong { .. } => Status::resource_exhausted(message),
         StoreError::Corrupt { .. } => Status::data_loss(message),
         StoreError::Engine(engine) => engine_status(&engine),
         _ => Status::internal(message),

@@ -209,13 +209,9 @@ async fn invalid_appends_are_invalid_argument_and_write_nothing() -> TestResult 
         ("a reserved $ name", append("$system", None, ok())),
         ("a control character", append("a\nb", None, ok())),
         ("an empty append", append("s", None, Vec::new())),
-        (
-            "a name over 1,024 bytes",
-            append(&"n".repeat(1025), None, ok()),
-        ),
-        ("a type over 1,024 bytes", {
+        ("the nil UUID", {
             let mut events = ok();
-            events[0].r#type = "T".repeat(1025);
+            events[0].id = uuid::Uuid::nil().to_string();
             append("s", None, events)
         }),
         ("a bad UUID", {
@@ -266,6 +262,27 @@ async fn invalid_appends_are_invalid_argument_and_write_nothing() -> TestResult 
     )
     .await?;
     assert!(status.message().contains("not-a-uuid"), "{status:?}");
+    // Over a size limit is RESOURCE_EXHAUSTED, with the limit in the message.
+    let over_limits = [
+        (
+            "a name over 1,024 bytes",
+            append(&"n".repeat(1025), None, ok()),
+        ),
+        ("a type over 1,024 bytes", {
+            let mut events = ok();
+            events[0].r#type = "T".repeat(1025);
+            append("s", None, events)
+        }),
+    ];
+    for (what, request) in over_limits {
+        let status = append_fails(&mut client, request, Code::ResourceExhausted, what).await?;
+        assert!(
+            status
+                .message()
+                .contains("1025 bytes, over the maximum of 1024 bytes"),
+            "{what}: {status:?}"
+        );
+    }
 
     assert!(
         read(&mut client, read_all()).await?.is_empty(),
@@ -278,6 +295,62 @@ async fn invalid_appends_are_invalid_argument_and_write_nothing() -> TestResult 
             .into_inner()
             .streams
             .is_empty()
+    );
+    server.stop().await
+}
+
+/// An `AppendRequest` as a sender with a wrong schema might encode it: field 1, the stream
+/// name, as arbitrary bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StreamAsBytes {
+    #[prost(bytes = "vec", tag = "1")]
+    stream: Vec<u8>,
+}
+
+/// The same field sent as a varint, a wire type a string field cannot have.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StreamAsVarint {
+    #[prost(uint64, tag = "1")]
+    stream: u64,
+}
+
+/// Sends `request` as the body of `caskade.v1.Streams/Append`.
+async fn raw_append<M: prost::Message + Default + Send + 'static>(
+    server: &TestServer,
+    request: M,
+) -> TestResult<Result<pb::AppendResponse, Status>> {
+    let mut grpc = tonic::client::Grpc::new(common::channel(server.addr(), None).await?);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/caskade.v1.Streams/Append");
+    let codec = tonic_prost::ProstCodec::<M, pb::AppendResponse>::default();
+    Ok(grpc
+        .unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_invalid_argument() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let not_utf8 = StreamAsBytes {
+        stream: b"caf\xe9".to_vec(),
+    };
+    let status = expect_code(
+        raw_append(&server, not_utf8).await?,
+        Code::InvalidArgument,
+        "a stream name that is not UTF-8",
+    )?;
+    assert!(status.message().contains("malformed message"), "{status:?}");
+    expect_code(
+        raw_append(&server, StreamAsVarint { stream: 7 }).await?,
+        Code::InvalidArgument,
+        "a field of the wrong wire type",
+    )?;
+    let mut client = server.streams().await?;
+    assert!(
+        read(&mut client, read_all()).await?.is_empty(),
+        "nothing written"
     );
     server.stop().await
 }
