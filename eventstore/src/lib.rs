@@ -49,5 +49,7 @@ pub use metadata::{StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;
 pub use read::{AllEvents, Direction, EventFilter, ReadAll, ReadFrom, ReadStream, StreamEvents};
 pub use scavenge::ScavengeReport;
-pub use store::{AppendResult, EventStore, ExpectedVersion, MAX_EVENT_TYPE_LEN, PendingAppend};
+pub use store::{
+    AppendResult, EventStore, ExpectedVersion, MAX_EVENT_TYPE_LEN, PendingAppend, Streams,
+};
 pub use subscription::{SubscribeFrom, Subscription, SubscriptionMessage};

@@ -132,6 +132,39 @@ impl Future for PendingAppend {
     }
 }
 
+/// Every stream's [`StreamInfo`], in name order; see [`EventStore::streams`]. Yields
+/// [`Error::Engine`] or [`Error::Corrupt`] if a head cannot be read, and then ends.
+pub struct Streams {
+    engine: Bitcask,
+    keys: std::vec::IntoIter<Vec<u8>>,
+}
+
+impl Iterator for Streams {
+    type Item = Result<StreamInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for key in self.keys.by_ref() {
+            let value = match self.engine.get(&key) {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(error) => {
+                    self.keys = Vec::new().into_iter();
+                    return Some(Err(error.into()));
+                }
+            };
+            let head = match Head::decode(&value) {
+                Ok(head) => head,
+                Err(reason) => {
+                    self.keys = Vec::new().into_iter();
+                    return Some(Err(corrupt(&key, reason)));
+                }
+            };
+            return Some(Ok(info(&String::from_utf8_lossy(&key[1..]), &head)));
+        }
+        None
+    }
+}
+
 /// An event store: a cheap-to-clone, `Send + Sync` handle.
 #[derive(Clone)]
 pub struct EventStore {
@@ -495,18 +528,21 @@ impl EventStore {
     /// # Errors
     /// [`Error::Engine`], [`Error::Corrupt`].
     pub fn list_streams(&self) -> Result<Vec<StreamInfo>> {
-        let engine = &self.shared.engine;
-        let mut streams = Vec::new();
-        for key in engine.keys_with_prefix(&[HEAD_PREFIX]) {
-            let Some(value) = engine.get(&key)? else {
-                continue;
-            };
-            let head = Head::decode(&value).map_err(|reason| corrupt(&key, reason))?;
-            let name = String::from_utf8_lossy(&key[1..]);
-            streams.push(info(&name, &head));
+        self.streams().collect()
+    }
+
+    /// Every stream, like [`EventStore::list_streams`], lazily: the names are gathered and
+    /// sorted up front (memory for the names only) and each head is read as the iterator
+    /// reaches it. A stream created meanwhile may be missing; one deleted for good since
+    /// is skipped.
+    #[must_use]
+    pub fn streams(&self) -> Streams {
+        let mut keys: Vec<Vec<u8>> = self.shared.engine.keys_with_prefix(&[HEAD_PREFIX]).collect();
+        keys.sort_unstable();
+        Streams {
+            engine: self.shared.engine.clone(),
+            keys: keys.into_iter(),
         }
-        streams.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(streams)
     }
 
     /// Flushes and syncs everything, then closes the engine (and its directory lock).

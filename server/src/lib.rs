@@ -144,7 +144,7 @@ pub async fn run(
         expected: config.token.as_deref().map(Arc::from),
     };
     let size = config.max_message_size;
-    let streams = StreamsServer::new(StreamsService::new(store.clone(), stopped))
+    let streams = StreamsServer::new(StreamsService::new(store.clone(), size, stopped))
         .max_decoding_message_size(size)
         .max_encoding_message_size(size);
     let kv = KvServer::new(KvService::new(store.clone()))

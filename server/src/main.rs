@@ -636,22 +636,25 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Streams { client } => {
-            let response = Client::connect(&client)
+            let mut messages = Client::connect(&client)
                 .await?
                 .streams()
                 .list_streams(pb::ListStreamsRequest {})
-                .await?;
-            for stream in response.into_inner().streams {
-                let state =
-                    pb::StreamState::try_from(stream.state).map_or("unknown", |s| match s {
-                        pb::StreamState::Live => "live",
-                        pb::StreamState::Deleted => "deleted",
-                        pb::StreamState::Tombstoned => "tombstoned",
-                    });
-                let version = stream
-                    .last_version
-                    .map_or_else(|| "-".to_owned(), |v| v.to_string());
-                print_line(&format!("{}\t{version}\t{state}", stream.name))?;
+                .await?
+                .into_inner();
+            while let Some(message) = messages.message().await? {
+                for stream in message.streams {
+                    let state =
+                        pb::StreamState::try_from(stream.state).map_or("unknown", |s| match s {
+                            pb::StreamState::Live => "live",
+                            pb::StreamState::Deleted => "deleted",
+                            pb::StreamState::Tombstoned => "tombstoned",
+                        });
+                    let version = stream
+                        .last_version
+                        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+                    print_line(&format!("{}\t{version}\t{state}", stream.name))?;
+                }
             }
         }
         Command::Delete { client, stream } => {

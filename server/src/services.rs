@@ -36,40 +36,76 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| join_status(&e))?
 }
 
-/// Events per read message at most.
+/// Items (events, streams) per response message at most.
 const READ_BATCH_EVENTS: usize = 512;
-/// Bytes of event payload per read message, roughly, at most (one larger event still goes
-/// alone).
+/// Encoded bytes per response message at most, unless the configured message limit is lower.
 const READ_BATCH_BYTES: usize = 1 << 20;
 
-/// Groups read events into messages; an error ends the read after the events before it.
+/// What one item adds to an encoded message whose only field is a repeated `item`: its
+/// field's tag, length and body.
+fn field_len(item: &impl prost::Message) -> usize {
+    let len = item.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Groups read events into messages; see [`batched_within`].
 fn batched(
-    mut events: impl Iterator<Item = caskade_eventstore::Result<RecordedEvent>>,
+    events: impl Iterator<Item = caskade_eventstore::Result<RecordedEvent>>,
+    max_message: usize,
 ) -> impl Iterator<Item = Result<pb::ReadResponse, Status>> {
+    let events = events.map(|event| event.map(convert::recorded).map_err(store_status));
+    batched_within(events, max_message, |events| pb::ReadResponse { events })
+}
+
+/// Groups items into messages (made by `message`, whose only field is the repeated item) of
+/// at most [`READ_BATCH_EVENTS`] items and at most `max_message` encoded bytes (or
+/// [`READ_BATCH_BYTES`], if lower); an error ends the stream after the items before it. An
+/// item too large for a message of its own ends it with `RESOURCE_EXHAUSTED` (the server
+/// refuses to start with limits that allow one).
+fn batched_within<T: prost::Message, M>(
+    mut items: impl Iterator<Item = Result<T, Status>>,
+    max_message: usize,
+    message: impl Fn(Vec<T>) -> M,
+) -> impl Iterator<Item = Result<M, Status>> {
+    let limit = max_message.min(READ_BATCH_BYTES);
     let mut failed: Option<Status> = None;
+    // An item that did not fit the message before: it opens the next one.
+    let mut carried: Option<(T, usize)> = None;
     std::iter::from_fn(move || {
-        if let Some(error) = failed.take() {
-            return Some(Err(error));
-        }
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for event in events.by_ref() {
-            match event {
-                Ok(event) => {
-                    bytes += event.data.len() + event.metadata.len() + event.event_type.len();
-                    batch.push(convert::recorded(event));
-                    if batch.len() >= READ_BATCH_EVENTS || bytes >= READ_BATCH_BYTES {
-                        break;
-                    }
-                }
-                Err(error) if batch.is_empty() => return Some(Err(store_status(error))),
+        if let Some((item, len)) = carried.take() {
+            batch.push(item);
+            bytes = len;
+        }
+        while failed.is_none() && batch.len() < READ_BATCH_EVENTS {
+            let Some(item) = items.next() else { break };
+            let item = match item {
+                Ok(item) => item,
                 Err(error) => {
-                    failed = Some(store_status(error));
+                    failed = Some(error);
                     break;
                 }
+            };
+            let len = field_len(&item);
+            if len > max_message {
+                failed = Some(Status::resource_exhausted(format!(
+                    "an item of the response is {len} bytes encoded, over the maximum message \
+                     size of {max_message} bytes"
+                )));
+                break;
             }
+            if !batch.is_empty() && bytes + len > limit {
+                carried = Some((item, len));
+                break;
+            }
+            batch.push(item);
+            bytes += len;
         }
-        (!batch.is_empty()).then_some(Ok(pb::ReadResponse { events: batch }))
+        if batch.is_empty() {
+            return failed.take().map(Err);
+        }
+        Some(Ok(message(batch)))
     })
 }
 
@@ -95,16 +131,27 @@ where
 #[derive(Clone)]
 pub struct StreamsService {
     store: EventStore,
+    /// The largest message the server may send.
+    max_message_size: usize,
     /// Flips to `true` when the server shuts down, ending live subscriptions so connections
     /// can drain.
     shutdown: watch::Receiver<bool>,
 }
 
 impl StreamsService {
-    /// The service over `store`; subscriptions end when `shutdown` turns true.
+    /// The service over `store`; read responses stay within `max_message_size` encoded
+    /// bytes; subscriptions end when `shutdown` turns true.
     #[must_use]
-    pub fn new(store: EventStore, shutdown: watch::Receiver<bool>) -> Self {
-        StreamsService { store, shutdown }
+    pub fn new(
+        store: EventStore,
+        max_message_size: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        StreamsService {
+            store,
+            max_message_size,
+            shutdown,
+        }
     }
 }
 
@@ -199,6 +246,7 @@ impl pb::streams_server::Streams for StreamsService {
             request.max_count
         };
         let store = self.store.clone();
+        let max_message = self.max_message_size;
         let stream = if let Some(stream) = target_stream(request.target.as_ref())? {
             {
                 reject_stream_filter(request.filter.as_ref())?;
@@ -214,7 +262,7 @@ impl pb::streams_server::Streams for StreamsService {
                 let events =
                     blocking(move || store.read_stream(&stream, read).map_err(store_status))
                         .await?;
-                stream_blocking(batched(events))
+                stream_blocking(batched(events, max_message))
             }
         } else {
             {
@@ -228,7 +276,7 @@ impl pb::streams_server::Streams for StreamsService {
                     max_count,
                     filter: convert::filter(request.filter)?,
                 };
-                stream_blocking(batched(store.read_all(read)))
+                stream_blocking(batched(store.read_all(read), max_message))
             }
         };
         Ok(Response::new(stream))
@@ -377,15 +425,19 @@ impl pb::streams_server::Streams for StreamsService {
         Ok(Response::new(pb::SetMetadataResponse {}))
     }
 
+    type ListStreamsStream = MessageStream<pb::ListStreamsResponse>;
+
     async fn list_streams(
         &self,
         _request: Request<pb::ListStreamsRequest>,
-    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+    ) -> Result<Response<Self::ListStreamsStream>, Status> {
         let store = self.store.clone();
-        let streams = blocking(move || store.list_streams().map_err(store_status)).await?;
-        Ok(Response::new(pb::ListStreamsResponse {
-            streams: streams.into_iter().map(convert::stream_info).collect(),
-        }))
+        let streams = blocking(move || Ok(store.streams())).await?;
+        let infos = streams.map(|info| info.map(convert::stream_info).map_err(store_status));
+        let messages = batched_within(infos, self.max_message_size, |streams| {
+            pb::ListStreamsResponse { streams }
+        });
+        Ok(Response::new(stream_blocking(messages)))
     }
 }
 

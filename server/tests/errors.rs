@@ -289,12 +289,7 @@ async fn invalid_appends_are_invalid_argument_and_write_nothing() -> TestResult 
         "nothing written"
     );
     assert!(
-        client
-            .list_streams(pb::ListStreamsRequest {})
-            .await?
-            .into_inner()
-            .streams
-            .is_empty()
+        common::list_streams(&mut client).await?.is_empty()
     );
     server.stop().await
 }

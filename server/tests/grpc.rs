@@ -852,14 +852,7 @@ async fn list_streams_reports_every_stream_with_its_version_and_state() -> TestR
     let dir = tempfile::tempdir()?;
     let server = TestServer::start_in(dir.path()).await?;
     let mut client = server.streams().await?;
-    assert!(
-        client
-            .list_streams(pb::ListStreamsRequest {})
-            .await?
-            .into_inner()
-            .streams
-            .is_empty()
-    );
+    assert!(common::list_streams(&mut client).await?.is_empty());
     client
         .append(append("b-live", None, numbered("E", 0, 3)))
         .await?;
@@ -881,11 +874,7 @@ async fn list_streams_reports_every_stream_with_its_version_and_state() -> TestR
             expected_version: None,
         })
         .await?;
-    let streams = client
-        .list_streams(pb::ListStreamsRequest {})
-        .await?
-        .into_inner()
-        .streams;
+    let streams = common::list_streams(&mut client).await?;
     let summary: Vec<_> = streams
         .iter()
         .map(|s| (s.name.as_str(), s.last_version, s.state))
@@ -1140,5 +1129,92 @@ async fn admin_stats_file_lengths_cover_their_live_and_dead_bytes() -> TestResul
             "a file's length (header included) is at least its live and dead bytes: {file:?}"
         );
     }
+    server.stop().await
+}
+
+/// With events of up to 64 KiB and messages of at most 1 MiB, twenty 60 KB events are more
+/// than one message holds: reads of the stream and of `$all`, both ways, come back whole in
+/// several messages, each within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_larger_than_the_message_limit_come_back_in_messages_within_it() -> TestResult {
+    const MAX_MESSAGE: usize = 1 << 20;
+    let dir = tempfile::tempdir()?;
+    let options = common::options().max_event_size(64 << 10);
+    let config = ServerConfig {
+        max_message_size: MAX_MESSAGE,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(EventStore::open(dir.path(), options)?, config).await?;
+    let mut client = server.streams().await?;
+    for n in 0..20 {
+        let big = json_event("Big", &json!({ "n": n, "blob": "x".repeat(60_000) }));
+        client.append(append("big", None, vec![big])).await?;
+    }
+    let mut requests = Vec::new();
+    for direction in [pb::Direction::Forwards, pb::Direction::Backwards] {
+        requests.push(read_from(read_stream("big"), direction, None, 0));
+        requests.push(read_from(read_all(), direction, None, 0));
+    }
+    for request in requests {
+        let mut messages = within("a large read", client.read(request.clone()))
+            .await??
+            .into_inner();
+        let mut events = Vec::new();
+        let mut message_count = 0;
+        while let Some(message) = within("a read message", messages.message()).await?? {
+            assert!(
+                prost::Message::encoded_len(&message) <= MAX_MESSAGE,
+                "a message over the limit"
+            );
+            message_count += 1;
+            events.extend(message.events);
+        }
+        assert_eq!(events.len(), 20, "{request:?}");
+        assert!(
+            message_count > 1,
+            "twenty 60 KB events need more than one message"
+        );
+    }
+    server.stop().await
+}
+
+/// Thousands of streams under a 16 KiB message limit: `ListStreams` streams them all, in name
+/// order, in messages each within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_streams_pages_a_large_store_within_the_message_limit() -> TestResult {
+    const STREAMS: usize = 3000;
+    const MAX_MESSAGE: usize = 16 << 10;
+    let dir = tempfile::tempdir()?;
+    let store = common::open_store(dir.path())?;
+    let mut names = Vec::new();
+    for n in 0..STREAMS {
+        let name = format!("customer-{n:05}-with-a-longish-stream-name");
+        let event = caskade_eventstore::EventData::binary("Created", b"x".to_vec());
+        store.append(
+            &name,
+            caskade_eventstore::ExpectedVersion::NoStream,
+            &[event],
+        )?;
+        names.push(name);
+    }
+    let config = ServerConfig {
+        max_message_size: MAX_MESSAGE,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(store, config).await?;
+    let mut client = server.streams().await?;
+    let mut messages = client
+        .list_streams(pb::ListStreamsRequest {})
+        .await?
+        .into_inner();
+    let mut listed = Vec::new();
+    let mut message_count = 0;
+    while let Some(message) = within("a list message", messages.message()).await?? {
+        assert!(prost::Message::encoded_len(&message) <= MAX_MESSAGE);
+        message_count += 1;
+        listed.extend(message.streams.into_iter().map(|s| s.name));
+    }
+    assert_eq!(listed, names, "every stream, in name order");
+    assert!(message_count > 1);
     server.stop().await
 }

@@ -297,3 +297,22 @@ pub(crate) fn n_of(event: &pb::RecordedEvent) -> TestResult<u64> {
     let data: serde_json::Value = serde_json::from_slice(&event.data)?;
     Ok(data["n"].as_u64().ok_or("an event without an `n` field")?)
 }
+
+/// Every stream `ListStreams` returns, across all its messages.
+pub(crate) async fn list_streams(
+    client: &mut StreamsClient<Authed>,
+) -> TestResult<Vec<pb::StreamInfo>> {
+    within("listing streams", async {
+        let mut messages = client
+            .list_streams(pb::ListStreamsRequest {})
+            .await?
+            .into_inner();
+        let mut streams = Vec::new();
+        while let Some(message) = messages.message().await? {
+            streams.extend(message.streams);
+        }
+        Ok::<_, tonic::Status>(streams)
+    })
+    .await?
+    .map_err(Into::into)
+}
