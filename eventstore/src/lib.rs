@@ -48,7 +48,7 @@ pub use kv::KeyValue;
 pub use metadata::{StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;
 pub use read::{AllEvents, Direction, EventFilter, ReadAll, ReadFrom, ReadStream, StreamEvents};
-pub use scavenge::ScavengeReport;
+pub use scavenge::{ScavengeProgress, ScavengeReport};
 pub use store::{
     AppendResult, EventStore, ExpectedVersion, MAX_EVENT_TYPE_LEN, PendingAppend, Streams,
 };

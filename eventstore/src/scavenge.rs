@@ -1,7 +1,13 @@
 //! Scavenging: deleting the events that streams' metadata hides, then merging the engine so
 //! their space is reclaimed.
+//!
+//! Crash safety. Each stream's `deleted_before` is raised (one atomic head write) before any
+//! of its events is deleted, and the deletes go in atomic batches, so at any point a crash
+//! leaves a store whose reads show exactly what they showed before: the hidden events are
+//! hidden by the head whether or not their records are gone yet. The merge is the engine's,
+//! crash-safe on its own. A scavenge interrupted anywhere is finished by the next one.
 
-use caskade_engine::{MergeReport, WriteBatch};
+use caskade_engine::{MergeProgress, MergeReport, WriteBatch};
 
 use crate::error::Result;
 use crate::event::StreamVersion;
@@ -16,10 +22,31 @@ use crate::store::{EventStore, ExpectedVersion, corrupt};
 pub struct ScavengeReport {
     /// Streams looked at.
     pub streams: usize,
+    /// Events looked at: every event up to and including each stream's first one shown.
+    pub events_examined: u64,
     /// Events deleted (with their `$all` entries).
     pub events_removed: u64,
+    /// Bytes the data files shrank by: what the merge read less what it wrote.
+    pub bytes_reclaimed: u64,
     /// The engine merge that reclaimed their space.
     pub merge: MergeReport,
+}
+
+/// How far a scavenge has got, for progress bars: first the deletes, stream by stream,
+/// then the merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ScavengeProgress {
+    /// Streams looked at so far.
+    pub streams_examined: u64,
+    /// Streams in all.
+    pub streams_total: u64,
+    /// Events looked at so far.
+    pub events_examined: u64,
+    /// Events deleted so far.
+    pub events_removed: u64,
+    /// Once the deletes are done, the merge's progress.
+    pub merge: Option<MergeProgress>,
 }
 
 /// Deletes written per engine batch.
@@ -29,29 +56,62 @@ impl EventStore {
     /// Deletes every event hidden by its stream's metadata (truncation, `max_count`,
     /// `max_age`, soft deletion, tombstones) with its `$all` entry, then merges the engine
     /// to reclaim the space. Reads already hide those events, so nothing a reader sees
-    /// changes. Appends and reads go on meanwhile.
+    /// changes. Appends and reads go on meanwhile. A crash at any point leaves a correct
+    /// store, and the next scavenge finishes the work (see the module docs).
     ///
     /// # Errors
     /// [`Error::Engine`](crate::Error::Engine), [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn scavenge(&self) -> Result<ScavengeReport> {
-        let mut report = self.delete_hidden_events()?;
-        report.merge = self.shared.engine.merge()?;
+        self.scavenge_with_progress(|_| {})
+    }
+
+    /// [`EventStore::scavenge`], calling `progress` after each stream and each merged file.
+    ///
+    /// # Errors
+    /// As [`EventStore::scavenge`].
+    pub fn scavenge_with_progress(
+        &self,
+        mut progress: impl FnMut(&ScavengeProgress),
+    ) -> Result<ScavengeReport> {
+        let mut state = ScavengeProgress::default();
+        let mut report = self.delete_hidden_events(&mut state, &mut progress)?;
+        report.merge = self.shared.engine.merge_with_progress(|merge| {
+            state.merge = Some(merge);
+            progress(&state);
+        })?;
+        report.bytes_reclaimed = report
+            .merge
+            .bytes_read
+            .saturating_sub(report.merge.bytes_written);
         Ok(report)
     }
 
     /// The first half of a scavenge: deletes the hidden events, leaving their records (and
     /// the tombstones) in the data files until a merge.
-    fn delete_hidden_events(&self) -> Result<ScavengeReport> {
+    fn delete_hidden_events(
+        &self,
+        state: &mut ScavengeProgress,
+        progress: &mut impl FnMut(&ScavengeProgress),
+    ) -> Result<ScavengeReport> {
         let engine = &self.shared.engine;
         let mut report = ScavengeReport::default();
         let mut batch = WriteBatch::new();
         let flush = |batch: &mut WriteBatch| -> Result<()> {
             if !batch.is_empty() {
+                fail::fail_point!("scavenge::before_batch", |_| Err(crate::Error::Engine(
+                    caskade_engine::Error::Io(std::io::Error::other("fail point"))
+                )));
                 engine.write(std::mem::take(batch))?;
             }
             Ok(())
         };
-        for key in engine.keys_with_prefix(&[HEAD_PREFIX]) {
+        let heads: Vec<Vec<u8>> = engine.keys_with_prefix(&[HEAD_PREFIX]).collect();
+        state.streams_total = heads.len() as u64;
+        for key in heads {
+            state.streams_examined += 1;
+            state.events_examined = report.events_examined;
+            state.events_removed = report.events_removed;
+            progress(state);
             let Some(value) = engine.get(&key)? else {
                 continue;
             };
@@ -63,6 +123,7 @@ impl EventStore {
             // shown goes.
             let mut first_shown = visibility.end;
             for version in 0..visibility.end {
+                report.events_examined += 1;
                 let event = event_key(&stream, StreamVersion(version));
                 let Some(recorded_at) = engine.get_with(&event, |value| {
                     decode_event(value).map(|stored| stored.recorded_at_micros)
@@ -117,6 +178,9 @@ impl EventStore {
             }
         }
         flush(&mut batch)?;
+        state.events_examined = report.events_examined;
+        state.events_removed = report.events_removed;
+        progress(state);
         Ok(report)
     }
 }
@@ -146,7 +210,12 @@ mod tests {
             ..StreamMetadata::default()
         };
         store.set_metadata("acct", ExpectedVersion::Any, truncate)?;
-        assert_eq!(store.delete_hidden_events()?.events_removed, 5);
+        assert_eq!(
+            store
+                .delete_hidden_events(&mut ScavengeProgress::default(), &mut |_| {})?
+                .events_removed,
+            5
+        );
         store.set_metadata("acct", ExpectedVersion::Any, StreamMetadata::default())?;
 
         let read: Vec<(String, u64)> = store
