@@ -135,3 +135,31 @@ pub(crate) fn stream_info(info: StreamInfo) -> pb::StreamInfo {
         }),
     }
 }
+
+pub(crate) fn scavenge_progress(
+    progress: &caskade_eventstore::ScavengeProgress,
+) -> pb::ScavengeResponse {
+    pb::ScavengeResponse {
+        streams_examined: progress.streams_examined,
+        streams_total: progress.streams_total,
+        events_examined: progress.events_examined,
+        events_removed: progress.events_removed,
+        merge_bytes_read: progress.merge.map_or(0, |merge| merge.bytes_read),
+        merge_bytes_total: progress.merge.map_or(0, |merge| merge.bytes_total),
+        done: false,
+        bytes_reclaimed: 0,
+    }
+}
+
+pub(crate) fn scavenge_report(report: caskade_eventstore::ScavengeReport) -> pb::ScavengeResponse {
+    pb::ScavengeResponse {
+        streams_examined: report.streams as u64,
+        streams_total: report.streams as u64,
+        events_examined: report.events_examined,
+        events_removed: report.events_removed,
+        merge_bytes_read: report.merge.bytes_read,
+        merge_bytes_total: report.merge.bytes_read,
+        done: true,
+        bytes_reclaimed: report.bytes_reclaimed,
+    }
+}

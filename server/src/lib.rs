@@ -13,6 +13,7 @@ pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use caskade_eventstore::EventStore;
 use caskade_proto::v1::admin_server::AdminServer;
@@ -42,6 +43,10 @@ pub struct ServerConfig {
     /// After the shutdown signal, how long connections may take to finish before the store
     /// is closed regardless (acknowledged writes are durable either way).
     pub drain_timeout: std::time::Duration,
+    /// How often the store is scavenged automatically (see
+    /// [`EventStore::scavenge`]), the first time one interval after the start; `None`
+    /// never. Default: every 24 hours.
+    pub scavenge_interval: Option<std::time::Duration>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +57,7 @@ impl Default for ServerConfig {
             max_message_size: 64 << 20,
             concurrency_per_connection: 1024,
             drain_timeout: std::time::Duration::from_secs(10),
+            scavenge_interval: Some(std::time::Duration::from_secs(24 * 60 * 60)),
         }
     }
 }
@@ -121,6 +127,27 @@ fn size_limit_is_resource_exhausted(
     response
 }
 
+/// Scavenges `store` every `interval` until `stop` turns true. A failed scavenge is logged
+/// and tried again at the next interval.
+async fn scavenge_every(store: EventStore, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.scavenge()).await {
+            Ok(Ok(report)) => tracing::info!(
+                events_removed = report.events_removed,
+                bytes_reclaimed = report.bytes_reclaimed,
+                "automatic scavenge finished"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, "automatic scavenge failed"),
+            Err(error) => tracing::error!(%error, "automatic scavenge panicked"),
+        }
+    }
+}
+
 /// Serves `store` on `listener` until `shutdown` completes, then drains and closes the store.
 ///
 /// # Errors
@@ -160,6 +187,9 @@ pub async fn run(
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
         )?;
     }
+    let scavenger = config
+        .scavenge_interval
+        .map(|interval| tokio::spawn(scavenge_every(store.clone(), interval, stop.subscribe())));
     let mut draining = stop.subscribe();
     let drain_timeout = config.drain_timeout;
     let signal = async move {
@@ -186,6 +216,10 @@ pub async fn run(
         () = deadline => {
             tracing::warn!(?drain_timeout, "connections still open after the drain timeout; closing the store");
         }
+    }
+    if let Some(scavenger) = scavenger {
+        // A scavenge still running meets the closed store and stops; nothing it did is lost.
+        scavenger.abort();
     }
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -24,6 +24,9 @@ use crate::status::{engine_status, join_status, store_status};
 /// A stream of messages returned by a server-streaming RPC.
 pub type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// How often a scavenge reports its progress.
+const SCAVENGE_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Messages a server-streaming RPC buffers ahead of a slow client.
 const STREAM_BUFFER: usize = 256;
 
@@ -503,7 +506,7 @@ impl pb::kv_server::Kv for KvService {
     }
 }
 
-/// The `caskade.v1.Admin` service: merge, backup, stats.
+/// The `caskade.v1.Admin` service: merge, scavenge, backup, stats.
 #[derive(Clone)]
 pub struct AdminService {
     store: EventStore,
@@ -531,6 +534,30 @@ impl pb::admin_server::Admin for AdminService {
             bytes_read: report.bytes_read,
             bytes_written: report.bytes_written,
         }))
+    }
+
+    type ScavengeStream = MessageStream<pb::ScavengeResponse>;
+
+    async fn scavenge(
+        &self,
+        _request: Request<pb::ScavengeRequest>,
+    ) -> Result<Response<Self::ScavengeStream>, Status> {
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut last_sent: Option<std::time::Instant> = None;
+            let scavenged = store.scavenge_with_progress(|progress| {
+                // At most a message per interval, however many streams the store has.
+                if last_sent.is_some_and(|at| at.elapsed() < SCAVENGE_PROGRESS_INTERVAL) {
+                    return;
+                }
+                last_sent = Some(std::time::Instant::now());
+                let _ = sender.blocking_send(Ok(convert::scavenge_progress(progress)));
+            });
+            let last = scavenged.map(convert::scavenge_report).map_err(store_status);
+            let _ = sender.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn backup(

@@ -1218,3 +1218,80 @@ async fn list_streams_pages_a_large_store_within_the_message_limit() -> TestResu
     assert!(message_count > 1);
     server.stop().await
 }
+
+/// Fills a store with `streams` streams of ten events and deletes all but the first.
+async fn mostly_deleted(client: &mut Streams, streams: usize) -> TestResult {
+    for n in 0..streams {
+        let stream = format!("order-{n}");
+        client
+            .append(append(&stream, None, numbered("E", 0, 10)))
+            .await?;
+        if n > 0 {
+            client
+                .delete(pb::DeleteRequest {
+                    stream,
+                    expected_version: None,
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_scavenge_streams_progress_and_removes_deleted_events() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = server.streams().await?;
+    mostly_deleted(&mut client, 20).await?;
+    let shown = read(&mut client, read_all()).await?;
+    assert_eq!(shown.len(), 10);
+
+    let mut admin = server.admin().await?;
+    let mut messages = within("a scavenge", admin.scavenge(pb::ScavengeRequest {}))
+        .await??
+        .into_inner();
+    let mut last = None;
+    while let Some(message) = within("scavenge progress", messages.message()).await?? {
+        assert!(last.is_none(), "nothing follows the message marked done");
+        if message.done {
+            last = Some(message);
+        }
+    }
+    let last = last.ok_or("the last message is marked done")?;
+    assert_eq!(last.events_removed, 190);
+    assert_eq!(last.streams_examined, 20);
+    assert!(last.bytes_reclaimed > 0, "{last:?}");
+    assert_eq!(
+        read(&mut client, read_all()).await?,
+        shown,
+        "reads unchanged"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_scavenges_on_its_own_at_the_configured_interval() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig {
+        scavenge_interval: Some(std::time::Duration::from_millis(20)),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(common::open_store(dir.path())?, config).await?;
+    let mut client = server.streams().await?;
+    mostly_deleted(&mut client, 20).await?;
+    let mut admin = server.admin().await?;
+    // 10 live events, 20 heads and their `$all` entries are what a scavenge leaves.
+    within("an automatic scavenge", async {
+        loop {
+            let stats = admin.stats(pb::StatsRequest {}).await?.into_inner();
+            if stats.live_keys <= 60 {
+                return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await??;
+    assert_eq!(read(&mut client, read_all()).await?.len(), 10);
+    server.stop().await
+}
