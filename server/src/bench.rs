@@ -8,8 +8,9 @@
 //!   each;
 //! - `read stream`: reading one stream of `--events` events from start to end;
 //! - `read $all`: reading the whole log from the start;
-//! - `subscribe`: a live subscriber while one client appends single events, measuring the
-//!   time from an append's acknowledgement to the subscriber receiving that event.
+//! - `subscribe`: a live subscriber while one client appends single events, measuring on one
+//!   clock the time from sending an append to the subscriber receiving its event, beside
+//!   the same appends' round trips.
 //!
 //! On `UmaDB` a stream is a tag, and the expected-version check is its append condition: fail
 //! if any event with the stream's tag exists after the position of the stream's last event.
@@ -463,18 +464,19 @@ impl Positions {
     }
 }
 
-/// A live subscriber while a writer appends `events` single events: latency from the
-/// append's acknowledgement to the subscriber receiving the event (0, recorded as 1 us, if
-/// the event arrived first).
+/// A live subscriber while a writer appends `events` single events, one after another: the
+/// time from sending each append to the subscriber receiving its event, which is what a
+/// user waiting on a projection feels, and the appends' own round trips, on the same clock.
 async fn subscribe(
     connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
     run: &str,
     events: u64,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<Vec<Figures>> {
     let stream = format!("bench-{run}-sub");
     let mut subscriber = connect().await?;
     let mut positions = Positions::open(&mut subscriber, &stream).await?;
-    let acknowledged: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
+    // Each appended position: when its append was sent, and when it was acknowledged.
+    let acknowledged: Arc<std::sync::Mutex<HashMap<u64, (Instant, Instant)>>> = Arc::default();
     let mut writer = connect().await?;
     let (acks, name) = (Arc::clone(&acknowledged), stream.clone());
     let bar = progress(events, "subscribe latency");
@@ -482,11 +484,12 @@ async fn subscribe(
     let writing = tokio::spawn(async move {
         let mut cursor = StreamCursor::default();
         for _ in 0..events {
+            let sent = Instant::now();
             let position = writer.append(&name, &mut cursor, 1).await?;
-            let now = Instant::now();
+            let acked = Instant::now();
             acks.lock()
                 .expect("no thread panics holding this lock")
-                .insert(position, now);
+                .insert(position, (sent, acked));
         }
         anyhow::Ok(())
     });
@@ -503,21 +506,26 @@ async fn subscribe(
     let acks = acknowledged
         .lock()
         .expect("no thread panics holding this lock");
-    let mut latency = histogram();
+    let (mut delivered, mut round_trips) = (histogram(), histogram());
     for (position, at) in received {
-        let acked = acks
+        let (sent, acked) = acks
             .get(&position)
             .context("an event arrived that was never acknowledged")?;
-        latency.record(micros(at.saturating_duration_since(*acked)))?;
+        delivered.record(micros(at.saturating_duration_since(*sent)))?;
+        round_trips.record(micros(acked.saturating_duration_since(*sent)))?;
     }
-    Ok(Figures {
-        workload: "subscribe ack->event".to_owned(),
+    let figures = |workload: &str, latency| Figures {
+        workload: workload.to_owned(),
         clients: 1,
         calls: events,
         events,
         elapsed,
         latency,
-    })
+    };
+    Ok(vec![
+        figures("subscribe send->event", delivered),
+        figures("subscribe append rtt", round_trips),
+    ])
 }
 
 /// A part of the suite, as named on `caskade bench --only`.
@@ -533,7 +541,7 @@ pub(crate) enum Part {
     ReadStream,
     /// Reading `$all` from the start.
     ReadAll,
-    /// Acknowledgement-to-subscriber latency.
+    /// Send-to-subscriber latency, beside the same appends' round trips.
     Subscribe,
     /// The transport floor: health checks, once per `--clients` count.
     Floor,
@@ -569,17 +577,18 @@ impl Workload {
         connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
         run: &str,
         events: u64,
-    ) -> anyhow::Result<Figures> {
-        match self {
+    ) -> anyhow::Result<Vec<Figures>> {
+        let figures = match self {
             Workload::Appends {
                 clients,
                 batch,
                 calls,
-            } => appends(connect, run, clients, calls, batch).await,
-            Workload::ReadStream => read_stream(&mut connect().await?, run, events).await,
-            Workload::ReadAll => read_all(&mut connect().await?).await,
-            Workload::Subscribe => subscribe(connect, run, events.min(5000)).await,
-        }
+            } => appends(connect, run, clients, calls, batch).await?,
+            Workload::ReadStream => read_stream(&mut connect().await?, run, events).await?,
+            Workload::ReadAll => read_all(&mut connect().await?).await?,
+            Workload::Subscribe => return subscribe(connect, run, events.min(5000)).await,
+        };
+        Ok(vec![figures])
     }
 }
 
@@ -628,14 +637,16 @@ pub(crate) async fn run_suite(
     }
     let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
     for workload in workloads {
-        let figures = workload.run(&ours, &run, events).await?;
         let label = if peer.is_some() { "Caskade  " } else { "" };
-        println!("{label}{}", figures.line());
-        our_figures.push(figures);
+        for figures in workload.run(&ours, &run, events).await? {
+            println!("{label}{}", figures.line());
+            our_figures.push(figures);
+        }
         if let Some(peer) = &peer {
-            let figures = workload.run(peer, &run, events).await?;
-            println!("UmaDB    {}", figures.line());
-            peer_figures.push(figures);
+            for figures in workload.run(peer, &run, events).await? {
+                println!("UmaDB    {}", figures.line());
+                peer_figures.push(figures);
+            }
         }
     }
     Ok((our_figures, peer_figures))

@@ -53,7 +53,8 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
         "append 1000 events",
         "read stream",
         "read $all",
-        "subscribe ack->event",
+        "subscribe send->event",
+        "subscribe append rtt",
     ];
     assert_eq!(lines.len(), workloads.len(), "{stdout}");
     for (line, workload) in lines.iter().zip(workloads) {
