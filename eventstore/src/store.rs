@@ -537,7 +537,11 @@ impl EventStore {
     /// is skipped.
     #[must_use]
     pub fn streams(&self) -> Streams {
-        let mut keys: Vec<Vec<u8>> = self.shared.engine.keys_with_prefix(&[HEAD_PREFIX]).collect();
+        let mut keys: Vec<Vec<u8>> = self
+            .shared
+            .engine
+            .keys_with_prefix(&[HEAD_PREFIX])
+            .collect();
         keys.sort_unstable();
         Streams {
             engine: self.shared.engine.clone(),

@@ -1,5 +1,6 @@
 //! Caskade's gRPC server: the `caskade.v1` `Streams`, `Kv` and `Admin` services over an
-//! [`EventStore`], plus the standard health and reflection services.
+//! [`EventStore`], plus the standard health and reflection services. With a token configured,
+//! every service but health requires it; health stays open for load balancers' probes.
 //!
 //! This crate only translates: each RPC decodes its request, calls the event store (on the
 //! blocking pool) and encodes the answer; errors become statuses in one place
@@ -31,8 +32,9 @@ pub use services::{AdminService, KvService, MessageStream, StreamsService};
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// When set, every call to the Caskade services must carry `authorization: Bearer <token>`
-    /// (health and reflection stay open).
+    /// When set, every call must carry `authorization: Bearer <token>`: the Caskade services
+    /// and reflection (which describes them). Health stays open, so that load balancers and
+    /// orchestrators can probe without the token.
     pub token: Option<String>,
     /// When set, serve TLS with this PEM certificate chain and private key.
     pub tls: Option<TlsFiles>,
@@ -202,7 +204,7 @@ pub async fn run(
             size_limit_is_resource_exhausted,
         ))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(InterceptedService::new(reflection, check.clone()))
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(admin, check))

@@ -26,6 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How client commands reach the server; accepted before the subcommand or after it.
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,8 +39,6 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Store VALUE under KEY in the key-value space.
     Put {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The key.
         key: String,
         /// The value.
@@ -45,29 +46,21 @@ enum Command {
     },
     /// Print the value under KEY.
     Get {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The key.
         key: String,
     },
     /// Delete KEY from the key-value space.
     Del {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The key.
         key: String,
     },
     /// List the keys of the key-value space, one per line.
     Keys {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Only keys starting with this.
         prefix: Option<String>,
     },
     /// Append one event to a stream.
     Append {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The stream.
         stream: String,
         /// The event type.
@@ -85,8 +78,6 @@ enum Command {
     },
     /// Print a stream's events (or `$all`'s), one JSON object per line.
     Read {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The stream, or `$all`.
         stream: String,
         /// Start at this version (or position, for `$all`).
@@ -101,8 +92,6 @@ enum Command {
     },
     /// Print a stream's events (or `$all`'s) as they arrive, one JSON object per line.
     Subscribe {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The stream, or `$all`.
         stream: String,
         /// Start after this version (or position, for `$all`); from the start when absent.
@@ -110,45 +99,31 @@ enum Command {
         from: Option<u64>,
     },
     /// List the streams with their last versions.
-    Streams {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Streams,
     /// Soft-delete a stream.
     Delete {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The stream.
         stream: String,
     },
     /// Merge a running server's store, or with DIR the stopped store in DIR.
     Merge {
-        #[command(flatten)]
-        client: ClientArgs,
         /// A stopped store's data directory (offline merge).
         dir: Option<PathBuf>,
     },
     /// Back up a running server's store into DIR (on the server), or with DEST the stopped
     /// store in DIR into DEST.
     Backup {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Destination on the server, or (offline) the stopped store's data directory.
         dir: PathBuf,
         /// Offline: where to copy the store.
         dest: Option<PathBuf>,
     },
     /// Print a running server's store sizes.
-    Stats {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Stats,
     /// Drive a running server with a benchmark suite: durable appends from 1, 16 and 64
     /// clients, batches of 100 and 1,000, stream and `$all` reads, and live-subscription
     /// latency. Prints throughput and p50/p99/p99.9 latencies.
     Bench {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Concurrent clients for the single-event append runs, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         clients: Vec<usize>,
@@ -175,19 +150,29 @@ enum Command {
     },
 }
 
+/// The connection options of the client commands. They are global, so that
+/// `caskade --addr HOST:PORT get k` works as well as `caskade get --addr HOST:PORT k`.
+/// `serve` declares its own `--addr` and `--token` with the same ids, which take their place
+/// in `serve --help`; an `--addr` or `--token` before `serve` reaches it too.
 #[derive(Args)]
+#[command(next_help_heading = "Connection (client commands)")]
 struct ClientArgs {
     /// The server's address.
-    #[arg(long, env = "CASKADE_ADDR", default_value = "127.0.0.1:8888")]
+    #[arg(
+        long,
+        global = true,
+        env = "CASKADE_ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
     addr: String,
     /// The server's token, if it requires one.
-    #[arg(long, env = "CASKADE_TOKEN")]
+    #[arg(long, global = true, env = "CASKADE_TOKEN")]
     token: Option<String>,
     /// Connect with TLS, trusting this PEM CA certificate.
-    #[arg(long, env = "CASKADE_TLS_CA")]
+    #[arg(long, global = true, env = "CASKADE_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// The server name to verify the certificate against, with --tls-ca.
-    #[arg(long, default_value = "localhost")]
+    #[arg(long, global = true, default_value = "localhost")]
     tls_domain: String,
 }
 
@@ -196,9 +181,11 @@ struct ServeArgs {
     /// Where the store lives.
     #[arg(long, env = "CASKADE_DATA_DIR", default_value = "./caskade-data")]
     data_dir: PathBuf,
-    /// Address to listen on. Loopback unless told otherwise.
+    /// Address to listen on, IP:PORT. Loopback unless told otherwise.
+    // A `String` like the client commands' global `--addr`, whose id it shares: clap hands a
+    // value given before `serve` to this argument.
     #[arg(long, env = "CASKADE_ADDR", default_value = "127.0.0.1:8888")]
-    addr: SocketAddr,
+    addr: String,
     /// When writes are durable: `always` (fdatasync before acknowledging), `interval:MS`, or
     /// `never`.
     #[arg(long, env = "CASKADE_SYNC", default_value = "always")]
@@ -224,7 +211,8 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "CASKADE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require `authorization: Bearer TOKEN` on every call.
+    /// Require `authorization: Bearer TOKEN` on every call, reflection included. The health
+    /// service stays open, so that load balancers can probe without the token.
     #[arg(long, env = "CASKADE_TOKEN")]
     token: Option<String>,
     /// Log filter (overridden by `RUST_LOG`), e.g. `info` or `caskade_server=debug`.
@@ -271,13 +259,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let addr: SocketAddr = args
+        .addr
+        .parse()
+        .with_context(|| format!("--addr must be IP:PORT, not {:?}", args.addr))?;
     let dir = args.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || EventStore::open(&dir, options))
         .await?
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("listening on {}", args.addr))?;
+        .with_context(|| format!("listening on {addr}"))?;
     // Installed before the address is announced, so a signal sent as soon as a supervisor
     // sees it is a clean stop rather than the default action (termination).
     let shutdown = shutdown_signal()?;
@@ -396,6 +388,9 @@ fn expected_version(text: &str) -> anyhow::Result<pb::ExpectedVersion> {
     Ok(pb::ExpectedVersion { kind: Some(kind) })
 }
 
+/// An event as the one JSON object per line that `read` and `subscribe` print. The data and
+/// metadata are JSON when they parse as JSON (text otherwise); `recorded_at` is the time the
+/// server recorded the event, RFC 3339 in UTC with microseconds (null if out of range).
 fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
     let binary = event.content_type == i32::from(pb::ContentType::Binary);
     let payload = |bytes: &[u8]| {
@@ -416,8 +411,15 @@ fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
         "type": event.r#type,
         "data": payload(&event.data),
         "metadata": payload(&event.metadata),
-        "recorded_at_micros": event.recorded_at_micros,
+        "recorded_at": recorded_at(event.recorded_at_micros),
     })
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 in UTC with six fractional digits, e.g.
+/// `2026-12-03T14:25:13.123456Z`; `None` outside chrono's range of dates.
+fn recorded_at(micros: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 fn print_line(line: &impl std::fmt::Display) -> anyhow::Result<()> {
@@ -446,7 +448,7 @@ fn progress_bar(total: u64, what: &str, template: &str) -> indicatif::ProgressBa
     clippy::too_many_lines,
     reason = "one arm per subcommand, each a few lines"
 )]
-async fn client(command: Command) -> anyhow::Result<ExitCode> {
+async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) | Command::Check { .. } => unreachable!("handled in main"),
         Command::Merge { dir: Some(dir), .. } => {
@@ -484,8 +486,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 dest.display()
             ))?;
         }
-        Command::Put { client, key, value } => {
-            Client::connect(&client)
+        Command::Put { key, value } => {
+            Client::connect(client)
                 .await?
                 .kv()
                 .put(pb::PutRequest {
@@ -495,8 +497,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             print_line(&"OK")?;
         }
-        Command::Get { client, key } => {
-            let response = Client::connect(&client)
+        Command::Get { key } => {
+            let response = Client::connect(client)
                 .await?
                 .kv()
                 .get(pb::GetRequest {
@@ -508,8 +510,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 None => bail!("key {key:?} not found"),
             }
         }
-        Command::Del { client, key } => {
-            Client::connect(&client)
+        Command::Del { key } => {
+            Client::connect(client)
                 .await?
                 .kv()
                 .delete(pb::KvDeleteRequest {
@@ -518,11 +520,11 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             print_line(&"OK")?;
         }
-        Command::Keys { client, prefix } => {
+        Command::Keys { prefix } => {
             let request = pb::KeysRequest {
                 prefix: prefix.unwrap_or_default().into_bytes(),
             };
-            let mut keys = Client::connect(&client)
+            let mut keys = Client::connect(client)
                 .await?
                 .kv()
                 .keys(request)
@@ -533,7 +535,6 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Append {
-            client,
             stream,
             event_type,
             data,
@@ -552,7 +553,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                     metadata: Vec::new(),
                 }],
             };
-            let response = Client::connect(&client)
+            let response = Client::connect(client)
                 .await?
                 .streams()
                 .append(request)
@@ -564,7 +565,6 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             }))?;
         }
         Command::Read {
-            client,
             stream,
             from,
             count,
@@ -587,7 +587,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 max_count: count.unwrap_or(0),
                 filter: None,
             };
-            let mut events = Client::connect(&client)
+            let mut events = Client::connect(client)
                 .await?
                 .streams()
                 .read(request)
@@ -599,11 +599,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Subscribe {
-            client,
-            stream,
-            from,
-        } => {
+        Command::Subscribe { stream, from } => {
             let target = if stream == "$all" {
                 pb::subscribe_request::Target::All(pb::Empty {})
             } else {
@@ -617,7 +613,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 )),
                 filter: None,
             };
-            let mut messages = Client::connect(&client)
+            let mut messages = Client::connect(client)
                 .await?
                 .streams()
                 .subscribe(request)
@@ -635,8 +631,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Streams { client } => {
-            let mut messages = Client::connect(&client)
+        Command::Streams => {
+            let mut messages = Client::connect(client)
                 .await?
                 .streams()
                 .list_streams(pb::ListStreamsRequest {})
@@ -657,8 +653,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Delete { client, stream } => {
-            Client::connect(&client)
+        Command::Delete { stream } => {
+            Client::connect(client)
                 .await?
                 .streams()
                 .delete(pb::DeleteRequest {
@@ -668,8 +664,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             print_line(&"OK")?;
         }
-        Command::Merge { client, dir: None } => {
-            let report = Client::connect(&client)
+        Command::Merge { dir: None } => {
+            let report = Client::connect(client)
                 .await?
                 .admin()
                 .merge(pb::MergeRequest {})
@@ -680,16 +676,12 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 report.input_files, report.bytes_read, report.output_files, report.bytes_written
             ))?;
         }
-        Command::Backup {
-            client,
-            dir,
-            dest: None,
-        } => {
+        Command::Backup { dir, dest: None } => {
             let destination = dir
                 .to_str()
                 .context("the backup directory must be UTF-8")?
                 .to_owned();
-            let report = Client::connect(&client)
+            let report = Client::connect(client)
                 .await?
                 .admin()
                 .backup(pb::BackupRequest { destination })
@@ -701,7 +693,6 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             ))?;
         }
         Command::Bench {
-            client,
             clients,
             events,
             batch_calls,
@@ -722,7 +713,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
             println!("Caskade at {}", client.addr);
             let ours = async || -> anyhow::Result<_> {
                 Ok(bench::Client::Caskade(
-                    Client::connect(&client).await?.streams(),
+                    Client::connect(client).await?.streams(),
                 ))
             };
             let peer = umadb.map(|addr| {
@@ -749,7 +740,7 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 println!("transport floor (no disk; no append can beat its round trip):");
                 for &clients in &clients {
                     let figures = bench::transport_floor(
-                        async || Ok(Client::connect(&client).await?.health()),
+                        async || Ok(Client::connect(client).await?.health()),
                         clients,
                         events,
                     )
@@ -759,8 +750,8 @@ async fn client(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Stats { client } => {
-            let stats = Client::connect(&client)
+        Command::Stats => {
+            let stats = Client::connect(client)
                 .await?
                 .admin()
                 .stats(pb::StatsRequest {})
@@ -866,7 +857,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
         Command::Check { dir } => check(&dir),
-        command => runtime.block_on(client(command)),
+        command => runtime.block_on(client(command, &cli.client)),
     };
     // Blocking reads still feeding clients that went away must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -554,7 +554,9 @@ impl pb::admin_server::Admin for AdminService {
                 last_sent = Some(std::time::Instant::now());
                 let _ = sender.blocking_send(Ok(convert::scavenge_progress(progress)));
             });
-            let last = scavenged.map(convert::scavenge_report).map_err(store_status);
+            let last = scavenged
+                .map(convert::scavenge_report)
+                .map_err(store_status);
             let _ = sender.blocking_send(last);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))

@@ -237,6 +237,43 @@ fn kv_commands_put_get_del_and_keys() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn connection_options_are_accepted_before_the_subcommand() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &["--token", "t0ken"])?;
+    let addr = server.addr();
+
+    assert_eq!(
+        ok(&["--addr", addr, "--token", "t0ken", "put", "k", "v"])?,
+        "OK\n"
+    );
+    assert_eq!(
+        ok(&["--addr", addr, "--token", "t0ken", "get", "k"])?,
+        "v\n"
+    );
+    // Split around the subcommand.
+    assert_eq!(
+        ok(&["--addr", addr, "get", "--token", "t0ken", "k"])?,
+        "v\n"
+    );
+    // The token before the subcommand is the one sent: without it the server refuses.
+    let no_token = fails(&["--addr", addr, "get", "k"])?;
+    assert!(no_token.contains("Unauthenticated"), "{no_token}");
+    // The environment still fills in what the command line leaves out.
+    let output = caskade()
+        .args(["--addr", addr, "get", "k"])
+        .env("CASKADE_TOKEN", "t0ken")
+        .output()?;
+    assert_eq!(output.stdout, b"v\n", "{output:?}");
+    // `--addr` before `serve` is the listen address.
+    let data_dir = dir.path().join("other");
+    let data_text = data_dir.to_str().ok_or("temp paths are UTF-8")?;
+    let bad = fails(&["--addr", "nowhere", "serve", "--data-dir", data_text])?;
+    assert!(bad.contains("--addr") && bad.contains("nowhere"), "{bad}");
+    Ok(())
+}
+
 /// Splits a command line on whitespace (the tests' arguments hold no spaces).
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
@@ -450,6 +487,92 @@ fn subscribe_prints_stored_then_live_events() -> TestResult {
         (first["position"].clone(), first["type"].clone()),
         (1.into(), "Noise".into())
     );
+    Ok(())
+}
+
+/// Checks that `event`'s `recorded_at` is RFC 3339 in UTC with microseconds and returns it as
+/// microseconds since the Unix epoch.
+fn recorded_at_micros(event: &Value) -> TestResult<i64> {
+    let text = event["recorded_at"]
+        .as_str()
+        .ok_or_else(|| format!("no recorded_at string in {event}"))?;
+    let time = chrono::DateTime::parse_from_rfc3339(text)?;
+    let fraction = text
+        .strip_suffix('Z')
+        .and_then(|t| t.rsplit_once('.'))
+        .map(|(_, digits)| digits);
+    assert!(
+        fraction.is_some_and(|d| d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit())),
+        "{text:?} is not UTC with six fractional digits"
+    );
+    assert_eq!(time.offset().local_minus_utc(), 0, "{text:?}");
+    assert!(event.get("recorded_at_micros").is_none(), "{event}");
+    Ok(time.timestamp_micros())
+}
+
+/// The times the server recorded for `stream`'s events, in microseconds, read over gRPC.
+fn stored_times(addr: &str, stream: &str) -> TestResult<Vec<i64>> {
+    use caskade_proto::v1 as pb;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client =
+            pb::streams_client::StreamsClient::connect(format!("http://{addr}")).await?;
+        let request = pb::ReadRequest {
+            target: Some(pb::read_request::Target::Stream(stream.to_owned())),
+            ..pb::ReadRequest::default()
+        };
+        let mut messages = client.read(request).await?.into_inner();
+        let mut times = Vec::new();
+        while let Some(message) = messages.message().await? {
+            times.extend(message.events.iter().map(|e| e.recorded_at_micros));
+        }
+        Ok(times)
+    })
+}
+
+#[test]
+fn read_and_subscribe_print_recorded_at_as_rfc3339() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let addr = server.addr();
+    let before = chrono::Utc::now().timestamp_micros();
+    for n in 0..2 {
+        let data = format!(r#"{{"n":{n}}}"#);
+        ok(&[
+            "append", "--addr", addr, "clock", "--type", "T", "--data", &data,
+        ])?;
+    }
+    let after = chrono::Utc::now().timestamp_micros();
+    let stored = stored_times(addr, "clock")?;
+    assert_eq!(stored.len(), 2);
+
+    let read = json_lines(&ok(&["read", "--addr", addr, "clock"])?)?;
+    let printed: Vec<i64> = read
+        .iter()
+        .map(recorded_at_micros)
+        .collect::<TestResult<_>>()?;
+    assert_eq!(printed, stored);
+    assert!(
+        printed.iter().all(|t| (before..=after).contains(t)),
+        "{printed:?} not within {before}..={after}"
+    );
+
+    let mut subscriber = caskade()
+        .args(["subscribe", "--addr", addr, "clock"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut reader = BufReader::new(subscriber.stdout.take().ok_or("stdout is piped")?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    subscriber.kill()?;
+    subscriber.wait()?;
+    let first: Value = serde_json::from_str(&first)?;
+    assert_eq!(recorded_at_micros(&first)?, stored[0]);
     Ok(())
 }
 
@@ -727,6 +850,8 @@ fn token_and_tls_flags_secure_the_server() -> TestResult {
 
     assert_eq!(ok(&[&["put"][..], &secure, &["k", "v"]].concat())?, "OK\n");
     assert_eq!(ok(&[&["get"][..], &secure, &["k"]].concat())?, "v\n");
+    // The same options before the subcommand.
+    assert_eq!(ok(&[&secure[..], &["get", "k"]].concat())?, "v\n");
     // Token from the environment.
     let output = caskade()
         .args(["get", "--addr", addr, "--tls-ca", cert_text, "k"])

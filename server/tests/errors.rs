@@ -288,9 +288,7 @@ async fn invalid_appends_are_invalid_argument_and_write_nothing() -> TestResult 
         read(&mut client, read_all()).await?.is_empty(),
         "nothing written"
     );
-    assert!(
-        common::list_streams(&mut client).await?.is_empty()
-    );
+    assert!(common::list_streams(&mut client).await?.is_empty());
     server.stop().await
 }
 
