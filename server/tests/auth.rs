@@ -1,15 +1,12 @@
-//! The bearer token over the services that are not Caskade's own: with a token configured,
-//! gRPC reflection (which describes the API) requires it like the Caskade services do, and the
-//! health service stays open for load balancers' probes.
+//! The bearer token over gRPC reflection, which describes the whole API: with a token
+//! configured it requires it like the Caskade services do. (That health stays open is checked
+//! with the Caskade services in `errors.rs`.)
 
 mod common;
 
 use caskade_server::ServerConfig;
 use common::{Access, TestResult, TestServer};
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -97,31 +94,5 @@ async fn reflection_is_open_without_a_configured_token() -> TestResult {
         services.iter().any(|s| s == "caskade.v1.Streams"),
         "{services:?}"
     );
-    server.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_answers_without_the_token_when_one_is_configured() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = server_with_token(dir.path()).await?;
-    let mut health = HealthClient::new(common::channel(server.addr(), None).await?);
-    for service in [
-        "",
-        "caskade.v1.Streams",
-        "caskade.v1.Kv",
-        "caskade.v1.Admin",
-    ] {
-        let response = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await?
-            .into_inner();
-        assert_eq!(
-            response.status,
-            i32::from(ServingStatus::Serving),
-            "{service:?}"
-        );
-    }
     server.stop().await
 }
