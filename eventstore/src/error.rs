@@ -131,6 +131,15 @@ pub enum Error {
     #[error("invalid event type filter: {0}")]
     InvalidFilter(#[from] regex::Error),
 
+    /// Custom stream metadata bigger than [`Options::max_event_size`](crate::Options).
+    #[error("the stream's custom metadata is {size} bytes, over the maximum of {max} bytes")]
+    MetadataTooLarge {
+        /// The custom metadata's size, serialized as JSON.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
     /// Stream metadata that cannot apply (for instance a zero `max_count`).
     #[error("invalid stream metadata: {reason}")]
     InvalidMetadata {

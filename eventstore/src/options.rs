@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 pub struct Options {
     /// The storage engine's options (sync policy, file size, merge trigger...).
     pub engine: caskade_engine::Options,
-    /// Largest event accepted (type, data and metadata together), in bytes. Default: 4 MiB.
+    /// Largest event accepted (type, data and metadata together), in bytes; also the
+    /// largest custom metadata a stream may carry. Default: 4 MiB.
     pub max_event_size: usize,
     /// Largest append accepted, all events together, in bytes. Default: 64 MiB.
     pub max_append_size: usize,
@@ -42,6 +43,13 @@ impl Options {
     #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_stream_name_len`].
+    #[must_use]
+    pub fn max_stream_name_len(mut self, bytes: usize) -> Self {
+        self.max_stream_name_len = bytes;
         self
     }
 

@@ -484,8 +484,9 @@ impl EventStore {
     /// Replaces `stream`'s metadata. A stream with no events may have metadata.
     ///
     /// # Errors
-    /// [`Error::InvalidMetadata`] for a zero `max_count` or `max_age`, and as
-    /// [`EventStore::delete_stream`].
+    /// [`Error::InvalidMetadata`] for a zero `max_count` or `max_age`,
+    /// [`Error::MetadataTooLarge`] for custom metadata over [`Options::max_event_size`], and
+    /// as [`EventStore::delete_stream`].
     pub fn set_metadata(
         &self,
         stream: &str,
@@ -506,6 +507,14 @@ impl EventStore {
             return Err(Error::InvalidMetadata {
                 reason: "truncate_before must be above 0",
             });
+        }
+        if let Some(custom) = &metadata.custom {
+            // The same compact text the head stores.
+            let size = custom.to_string().len();
+            let max = self.shared.options.max_event_size;
+            if size > max {
+                return Err(Error::MetadataTooLarge { size, max });
+            }
         }
         self.change_head(stream, expected, |head| {
             head.metadata = metadata;

@@ -434,6 +434,45 @@ fn invalid_metadata_is_rejected() -> TestResult {
 }
 
 #[test]
+fn custom_metadata_over_max_event_size_is_rejected_with_its_size() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = populated(dir.path(), options().max_event_size(1000))?;
+    // A JSON string serializes with its two quotes.
+    let at_limit = json!("m".repeat(998));
+    store.set_metadata(
+        "acct-1",
+        ExpectedVersion::Any,
+        StreamMetadata {
+            custom: Some(at_limit.clone()),
+            ..StreamMetadata::default()
+        },
+    )?;
+    let stored = store.stream_info("acct-1")?.ok_or("acct-1 exists")?;
+    assert_eq!(stored.metadata.custom, Some(at_limit));
+    let over = StreamMetadata {
+        custom: Some(json!("m".repeat(999))),
+        ..StreamMetadata::default()
+    };
+    for stream in ["acct-1", "fresh"] {
+        assert_rejected(
+            &store,
+            stream,
+            || store.set_metadata(stream, ExpectedVersion::Any, over.clone()),
+            |e| {
+                matches!(
+                    e,
+                    Error::MetadataTooLarge {
+                        size: 1001,
+                        max: 1000
+                    }
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
 fn wrong_expected_versions_are_rejected_with_the_actual_version() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = populated(dir.path(), options())?;

@@ -9,6 +9,7 @@
 //! store — nothing acknowledged is lost.
 
 mod convert;
+mod limits;
 mod services;
 pub mod status;
 
@@ -27,6 +28,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
+pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
 
 /// How the server runs.
@@ -38,7 +40,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// When set, serve TLS with this PEM certificate chain and private key.
     pub tls: Option<TlsFiles>,
-    /// Largest request or response message, in bytes.
+    /// Largest request or response message, in bytes; at least [`min_message_size`] of the
+    /// store's options.
     pub max_message_size: usize,
     /// Most concurrent requests per connection.
     pub concurrency_per_connection: usize,
@@ -77,6 +80,18 @@ pub struct TlsFiles {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The message limit cannot carry the largest item the store accepts.
+    #[error(
+        "the maximum message size of {max_message_size} bytes cannot carry the largest item \
+         the store accepts (an event of its maximum size in a stream of its longest name, or \
+         a key of its maximum size): it must be at least {needed} bytes"
+    )]
+    MessageSizeTooSmall {
+        /// The configured [`ServerConfig::max_message_size`].
+        max_message_size: usize,
+        /// What the store's limits need: [`min_message_size`].
+        needed: usize,
+    },
     /// The transport failed (TLS setup, the listener).
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -153,14 +168,22 @@ async fn scavenge_every(store: EventStore, interval: Duration, mut stop: watch::
 /// Serves `store` on `listener` until `shutdown` completes, then drains and closes the store.
 ///
 /// # Errors
-/// [`Error::Transport`] if TLS cannot be set up or serving fails, [`Error::Store`] if the
-/// final sync or close fails.
+/// [`Error::MessageSizeTooSmall`] before serving anything if `config.max_message_size` is
+/// under [`min_message_size`] of the store's options, [`Error::Transport`] if TLS cannot be
+/// set up or serving fails, [`Error::Store`] if the final sync or close fails.
 pub async fn run(
     listener: TcpListener,
     store: EventStore,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let needed = min_message_size(store.options());
+    if config.max_message_size < needed {
+        return Err(Error::MessageSizeTooSmall {
+            max_message_size: config.max_message_size,
+            needed,
+        });
+    }
     let (stop, stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StreamsServer<StreamsService>>().await;

@@ -110,6 +110,13 @@ enum Command {
         /// A stopped store's data directory (offline merge).
         dir: Option<PathBuf>,
     },
+    /// Scavenge a running server's store, or with DIR the stopped store in DIR: delete the
+    /// events that deletes, tombstones and retention hide, then merge to give their space
+    /// back.
+    Scavenge {
+        /// A stopped store's data directory (offline scavenge).
+        dir: Option<PathBuf>,
+    },
     /// Back up a running server's store into DIR (on the server), or with DEST the stopped
     /// store in DIR into DEST.
     Backup {
@@ -199,12 +206,24 @@ struct ServeArgs {
     /// ...and at least this many bytes. 0 disables automatic merges.
     #[arg(long, env = "CASKADE_MERGE_DEAD_BYTES", default_value_t = 64 << 20)]
     merge_dead_bytes: u64,
-    /// Largest gRPC message accepted or sent, in bytes.
+    /// Largest gRPC message accepted or sent, in bytes. It must carry one event of
+    /// --max-event-size in a stream of --max-stream-name-len: below that the server refuses to
+    /// start and names the minimum.
     #[arg(long, env = "CASKADE_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
     max_message_size: usize,
-    /// Largest event accepted, in bytes.
+    /// Largest event accepted (type, data and metadata), in bytes; also the largest custom
+    /// metadata a stream may carry. A larger one is refused with `RESOURCE_EXHAUSTED`.
     #[arg(long, env = "CASKADE_MAX_EVENT_SIZE", default_value_t = 4 << 20)]
     max_event_size: usize,
+    /// Longest stream name accepted, in bytes (1 to 32,768). A longer one is refused with
+    /// `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "CASKADE_MAX_STREAM_NAME_LEN", default_value_t = 1024)]
+    max_stream_name_len: usize,
+    /// How often the server scavenges its store (deletes the events that deletes,
+    /// tombstones and retention hide, then merges): a number with a unit, `s`, `m`, `h` or
+    /// `d`, the first time one interval after the start; 0 never.
+    #[arg(long, env = "CASKADE_SCAVENGE_INTERVAL", default_value = "24h", value_parser = parse_interval)]
+    scavenge_interval: ScavengeInterval,
     /// PEM certificate chain: serve TLS (with --tls-key).
     #[arg(long, env = "CASKADE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -233,6 +252,36 @@ fn parse_sync(text: &str) -> anyhow::Result<SyncPolicy> {
     }
 }
 
+/// A `--scavenge-interval`: `None` for never.
+#[derive(Debug, Clone, Copy)]
+struct ScavengeInterval(Option<Duration>);
+
+/// Parses a `--scavenge-interval`: a number with a unit, `s`, `m`, `h` or `d`; zero (with
+/// or without a unit) for never.
+fn parse_interval(text: &str) -> Result<ScavengeInterval, String> {
+    let invalid = || format!("{text:?} is not 0 or a number with a unit s, m, h or d");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds_per = match unit {
+        "" if number == 0 => 0,
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(invalid()),
+    };
+    if number == 0 {
+        return Ok(ScavengeInterval(None));
+    }
+    number
+        .checked_mul(seconds_per)
+        .map(|seconds| ScavengeInterval(Some(Duration::from_secs(seconds))))
+        .ok_or_else(|| format!("{text:?} is too long an interval"))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
@@ -251,7 +300,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let options = caskade_eventstore::Options::default()
         .engine(engine)
-        .max_event_size(args.max_event_size);
+        .max_event_size(args.max_event_size)
+        .max_stream_name_len(args.max_stream_name_len);
+    let needed = caskade_server::min_message_size(&options);
+    if args.max_message_size < needed {
+        bail!(
+            "--max-message-size {} cannot carry one event of --max-event-size {} in a stream \
+             named with --max-stream-name-len {} (or a key of 64 KiB): it must be at least {needed}",
+            args.max_message_size,
+            args.max_event_size,
+            args.max_stream_name_len,
+        );
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert_pem: std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
@@ -281,6 +341,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: args.token,
         tls,
         max_message_size: args.max_message_size,
+        scavenge_interval: args.scavenge_interval.0,
         ..ServerConfig::default()
     };
     caskade_server::run(listener, store, config, shutdown).await?;
@@ -435,13 +496,62 @@ fn progress_bar(total: u64, what: &str, template: &str) -> indicatif::ProgressBa
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template)
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
+    bar.set_style(bar_style(template));
     bar.set_message(what.to_owned());
     bar
+}
+
+fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .expect("the template is valid")
+        .progress_chars("=> ")
+}
+
+const MERGE_BAR: &str = "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})";
+
+/// A scavenge's progress bar: streams examined, then the merge's bytes.
+struct ScavengeBar {
+    bar: indicatif::ProgressBar,
+    merging: bool,
+}
+
+impl ScavengeBar {
+    fn new() -> ScavengeBar {
+        ScavengeBar {
+            bar: progress_bar(
+                0,
+                "scavenging streams",
+                "{msg} [{bar:40}] {pos}/{len} ({eta})",
+            ),
+            merging: false,
+        }
+    }
+
+    /// Shows the streams examined of those in all or, once merging, the bytes read.
+    fn show(&mut self, streams: (u64, u64), merge: Option<(u64, u64)>) {
+        let (position, total) = match merge {
+            None => streams,
+            Some(bytes) => {
+                if !self.merging {
+                    self.merging = true;
+                    self.bar.set_style(bar_style(MERGE_BAR));
+                    self.bar.set_message("merging");
+                    self.bar.reset();
+                }
+                bytes
+            }
+        };
+        self.bar.set_length(total);
+        self.bar.set_position(position);
+    }
+}
+
+/// The line a finished scavenge prints.
+fn scavenged_line(streams: u64, examined: u64, removed: u64, reclaimed: u64) -> String {
+    format!(
+        "scavenged {streams} streams: {examined} events examined, {removed} removed, \
+         {reclaimed} bytes reclaimed"
+    )
 }
 
 #[expect(
@@ -455,17 +565,58 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             let store = caskade_engine::Bitcask::builder(&dir)
                 .create_if_missing(false)
                 .open()?;
-            let bar = progress_bar(
-                store.stats().total_bytes(),
-                "merging",
-                "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-            );
+            let bar = progress_bar(store.stats().total_bytes(), "merging", MERGE_BAR);
             let report = store.merge_with_progress(|p| bar.set_position(p.bytes_read))?;
             bar.finish_and_clear();
             store.close()?;
             print_line(&format!(
                 "merged {} files ({} bytes) into {} ({} bytes)",
                 report.input_files, report.bytes_read, report.output_files, report.bytes_written
+            ))?;
+        }
+        Command::Scavenge { dir: Some(dir) } => {
+            let mut options = caskade_eventstore::Options::default();
+            options.engine.create_if_missing = false;
+            options.engine.auto_merge = None;
+            let store = EventStore::open(&dir, options)?;
+            let mut bar = ScavengeBar::new();
+            let report = store.scavenge_with_progress(|p| {
+                let merge = p.merge.map(|m| (m.bytes_read, m.bytes_total));
+                bar.show((p.streams_examined, p.streams_total), merge);
+            })?;
+            bar.bar.finish_and_clear();
+            store.close()?;
+            print_line(&scavenged_line(
+                report.streams as u64,
+                report.events_examined,
+                report.events_removed,
+                report.bytes_reclaimed,
+            ))?;
+        }
+        Command::Scavenge { dir: None } => {
+            let mut progress = Client::connect(client)
+                .await?
+                .admin()
+                .scavenge(pb::ScavengeRequest {})
+                .await?
+                .into_inner();
+            let mut bar = ScavengeBar::new();
+            let mut last = None;
+            while let Some(message) = progress.message().await? {
+                let merge = (message.merge_bytes_total > 0)
+                    .then_some((message.merge_bytes_read, message.merge_bytes_total));
+                bar.show((message.streams_examined, message.streams_total), merge);
+                last = Some(message);
+            }
+            bar.bar.finish_and_clear();
+            let done = last
+                .filter(|message| message.done)
+                .context("the server ended the scavenge without its totals")?;
+            print_line(&scavenged_line(
+                done.streams_examined,
+                done.events_examined,
+                done.events_removed,
+                done.bytes_reclaimed,
             ))?;
         }
         Command::Backup {
@@ -865,4 +1016,36 @@ fn main() -> ExitCode {
         eprintln!("{}", error_line(&error));
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scavenge_intervals_take_a_unit_and_zero_means_never() {
+        let parsed = |text| parse_interval(text).map(|interval| interval.0);
+        assert_eq!(parsed("90s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parsed("15m"), Ok(Some(Duration::from_secs(15 * 60))));
+        assert_eq!(parsed("24h"), Ok(Some(Duration::from_secs(24 * 60 * 60))));
+        assert_eq!(
+            parsed("7d"),
+            Ok(Some(Duration::from_secs(7 * 24 * 60 * 60)))
+        );
+        assert_eq!(parsed("0"), Ok(None));
+        assert_eq!(parsed("0h"), Ok(None));
+        for bad in [
+            "",
+            "h",
+            "12",
+            "1.5h",
+            "-1h",
+            "5x",
+            "1h30m",
+            "99999999999999999999d",
+        ] {
+            assert!(parsed(bad).is_err(), "{bad:?}");
+        }
+        assert!(parsed("999999999999999999d").is_err_and(|e| e.contains("too long")));
+    }
 }

@@ -34,7 +34,8 @@ pub fn store_status(error: StoreError) -> Status {
         StoreError::EventTooLarge { .. }
         | StoreError::AppendTooLarge { .. }
         | StoreError::StreamNameTooLong { .. }
-        | StoreError::EventTypeTooLong { .. } => Status::resource_exhausted(message),
+        | StoreError::EventTypeTooLong { .. }
+        | StoreError::MetadataTooLarge { .. } => Status::resource_exhausted(message),
         StoreError::Corrupt { .. } => Status::data_loss(message),
         StoreError::Engine(engine) => engine_status(&engine),
         _ => Status::internal(message),

@@ -1,7 +1,7 @@
 //! The `caskade` binary as a user runs it: `caskade serve` as a child process on
 //! `127.0.0.1:0` (its address read from its first line of output), the client subcommands
 //! against it, checked on stdout, stderr and exit codes; the data-directory lock, SIGTERM,
-//! and the offline `check`, `merge` and `backup`.
+//! and the offline `check`, `merge`, `scavenge` and `backup`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -957,5 +957,158 @@ fn command_line_errors_are_one_line_naming_the_problem() -> TestResult {
 #[test]
 fn bench_refuses_zero_clients_with_one_error_line() -> TestResult {
     fails(&["bench", "--addr", "127.0.0.1:9", "--clients", "0"])?;
+    Ok(())
+}
+
+/// Writes `streams` streams of ten 1 KB events each into the store in `dir`, then
+/// soft-deletes all but the first `keep`.
+fn populate_and_delete(dir: &Path, streams: usize, keep: usize) -> TestResult {
+    use caskade_eventstore::{EventData, ExpectedVersion};
+    let store = EventStore::open(dir, caskade_eventstore::Options::default())?;
+    for n in 0..streams {
+        let events: Vec<EventData> = (0..10)
+            .map(|i| EventData::binary("Filled", vec![u8::try_from(i).unwrap_or(0); 1000]))
+            .collect();
+        store.append(&format!("s-{n:02}"), ExpectedVersion::Any, &events)?;
+    }
+    for n in keep..streams {
+        store.delete_stream(&format!("s-{n:02}"), ExpectedVersion::Any)?;
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// The numbers of a `scavenged ...` line: streams, events examined, removed, bytes reclaimed.
+fn scavenged_numbers(line: &str) -> TestResult<[u64; 4]> {
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|word| !word.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if !line.starts_with("scavenged ") || numbers.len() != 4 {
+        return Err(format!("unexpected scavenge line {line:?}").into());
+    }
+    Ok([numbers[0], numbers[1], numbers[2], numbers[3]])
+}
+
+fn data_dir_bytes(dir: &Path) -> TestResult<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        total += entry?.metadata()?.len();
+    }
+    Ok(total)
+}
+
+#[test]
+fn scavenge_online_and_offline_removes_hidden_events_and_gives_the_space_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    // 20 streams of 10 events, 18 of them deleted.
+    populate_and_delete(dir.path(), 20, 2)?;
+    let server = Server::start(dir.path(), logs.path(), &[])?;
+    let before = data_dir_bytes(dir.path())?;
+    let line = ok(&["scavenge", "--addr", server.addr()])?;
+    let [streams, examined, removed, reclaimed] = scavenged_numbers(line.trim_end())?;
+    assert_eq!((streams, removed), (20, 180), "{line}");
+    assert!(examined >= removed, "{line}");
+    assert!(reclaimed > 180 * 1000, "{line}");
+    let after = data_dir_bytes(dir.path())?;
+    assert!(
+        after < before / 5,
+        "the directory shrank from {before} to {after} bytes"
+    );
+    for stream in ["s-00", "s-01"] {
+        let events = json_lines(&ok(&["read", "--addr", server.addr(), stream])?)?;
+        assert_eq!(events.len(), 10, "{stream}");
+    }
+    assert_eq!(server.terminate()?.code(), Some(0));
+
+    // Offline: delete one more stream with the server stopped, then scavenge the directory.
+    let store = EventStore::open(dir.path(), caskade_eventstore::Options::default())?;
+    store.delete_stream("s-01", caskade_eventstore::ExpectedVersion::Any)?;
+    store.close()?;
+    let line = ok(&["scavenge", data_dir])?;
+    let [streams, _, removed, reclaimed] = scavenged_numbers(line.trim_end())?;
+    assert_eq!((streams, removed), (20, 10), "{line}");
+    assert!(reclaimed > 10 * 1000, "{line}");
+    let store = EventStore::open(dir.path(), caskade_eventstore::Options::default())?;
+    assert_eq!(store.read_stream_to_vec("s-00")?.len(), 10);
+    assert!(store.read_stream_to_vec("s-01")?.is_empty());
+    store.close()?;
+    assert!(
+        ok(&["check", data_dir])?
+            .trim_end()
+            .ends_with(": 0 problems")
+    );
+
+    let missing = dir.path().join("missing");
+    let error = fails(&["scavenge", missing.to_str().ok_or("utf-8")?])?;
+    assert!(error.contains("missing"), "{error}");
+    Ok(())
+}
+
+#[test]
+fn serve_limits_and_the_scavenge_interval_reach_the_server() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    let serve = ["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"];
+    let too_small = fails(&[&serve[..], &["--max-message-size", "100000"]].concat())?;
+    assert!(
+        too_small.contains("--max-message-size 100000") && too_small.contains("at least 4195"),
+        "{too_small}"
+    );
+    let interval = fails(&[&serve[..], &["--scavenge-interval", "soon"]].concat())?;
+    assert!(interval.contains("--scavenge-interval"), "{interval}");
+
+    populate_and_delete(dir.path(), 3, 1)?;
+    let server = Server::start(
+        dir.path(),
+        logs.path(),
+        &["--max-stream-name-len", "10", "--scavenge-interval", "1s"],
+    )?;
+    let append = |stream: &str| {
+        vec![
+            "append".to_owned(),
+            "--addr".to_owned(),
+            server.addr().to_owned(),
+            stream.to_owned(),
+            "--type".to_owned(),
+            "E".to_owned(),
+            "--data".to_owned(),
+            "1".to_owned(),
+        ]
+    };
+    let long = append(&"n".repeat(11));
+    let refused = fails(&long.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(
+        refused.contains("10") && refused.contains("ResourceExhausted"),
+        "{refused}"
+    );
+    ok(&append(&"n".repeat(10))
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())?;
+
+    // The 20 deleted events and their `$all` entries go at the first automatic scavenge
+    // (the live keys before it: 17 and these 22).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let stats: Value =
+            serde_json::from_str(ok(&["stats", "--addr", server.addr()])?.trim_end())?;
+        // Left: s-00's ten events and the `$all` entry of their append, the new event and
+        // its entry, three heads and the new stream's.
+        // Between a scavenge's deletes and its merge the dead bytes are still there.
+        if stats["live_keys"] == 10 + 1 + 1 + 1 + 3 + 1 && stats["dead_bytes"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no automatic scavenge within {TIMEOUT:?}: {stats}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.terminate()?.code(), Some(0));
     Ok(())
 }

@@ -554,6 +554,22 @@ async fn input_over_a_size_limit_is_resource_exhausted() -> TestResult {
     client
         .append(append("s", None, (0..2).map(medium).collect()))
         .await?;
+    let metadata = client
+        .set_metadata(pb::SetMetadataRequest {
+            stream: "s".to_owned(),
+            expected_version: None,
+            metadata: Some(pb::StreamMetadata {
+                custom_json: format!("{{\"note\": \"{}\"}}", "z".repeat(2 << 10)),
+                ..pb::StreamMetadata::default()
+            }),
+        })
+        .await;
+    let status = expect_code(
+        metadata,
+        Code::ResourceExhausted,
+        "custom metadata over max_event_size",
+    )?;
+    assert!(status.message().contains("1024"), "{status:?}");
 
     let value = kv
         .put(pb::PutRequest {
@@ -718,7 +734,8 @@ async fn a_message_over_max_message_size_is_resource_exhausted() -> TestResult {
         max_message_size: 64 << 10,
         ..ServerConfig::default()
     };
-    let server = TestServer::start(common::open_store(dir.path())?, config).await?;
+    let store = EventStore::open(dir.path(), common::options_for_messages_of(64 << 10))?;
+    let server = TestServer::start(store, config).await?;
     let put = server
         .kv()
         .await?
@@ -728,5 +745,68 @@ async fn a_message_over_max_message_size_is_resource_exhausted() -> TestResult {
         })
         .await;
     expect_code(put, Code::ResourceExhausted, "a put message over 64 KiB")?;
+    server.stop().await
+}
+
+/// A message limit that could not carry the largest event the store accepts would accept
+/// such an event and then fail every read of it: the server refuses to start, naming both
+/// sizes, and leaves the store closed for the next server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_limit_below_the_largest_event_is_refused_before_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = common::options().max_event_size(1 << 20);
+    let needed = caskade_server::min_message_size(&options);
+    assert!(needed > 1 << 20, "{needed}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = ServerConfig {
+        max_message_size: 1 << 20,
+        ..ServerConfig::default()
+    };
+    let refused = caskade_server::run(
+        listener,
+        EventStore::open(dir.path(), options.clone())?,
+        config,
+        std::future::pending(),
+    )
+    .await;
+    match refused {
+        Err(error @ caskade_server::Error::MessageSizeTooSmall { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains(&(1 << 20).to_string()), "{message}");
+            assert!(message.contains(&needed.to_string()), "{message}");
+        }
+        other => panic!("expected MessageSizeTooSmall, got {other:?}"),
+    }
+    // Exactly the minimum is enough.
+    let config = ServerConfig {
+        max_message_size: needed,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(EventStore::open(dir.path(), options)?, config).await?;
+    let big = vec![7; (1 << 20) - 100];
+    let mut client = server.streams().await?;
+    client
+        .append(pb::AppendRequest {
+            stream: "s".repeat(1024),
+            expected_version: None,
+            events: vec![pb::EventData {
+                id: String::new(),
+                r#type: "Big".to_owned(),
+                content_type: pb::ContentType::Binary.into(),
+                data: big.clone(),
+                metadata: Vec::new(),
+            }],
+        })
+        .await?;
+    let mut read = client
+        .read(pb::ReadRequest {
+            target: Some(pb::read_request::Target::Stream("s".repeat(1024))),
+            ..pb::ReadRequest::default()
+        })
+        .await?
+        .into_inner();
+    let message = read.message().await?.ok_or("one message")?;
+    assert_eq!(message.events.len(), 1);
+    assert_eq!(message.events[0].data, big);
     server.stop().await
 }

@@ -1185,7 +1185,7 @@ async fn list_streams_pages_a_large_store_within_the_message_limit() -> TestResu
     const STREAMS: usize = 3000;
     const MAX_MESSAGE: usize = 16 << 10;
     let dir = tempfile::tempdir()?;
-    let store = common::open_store(dir.path())?;
+    let store = EventStore::open(dir.path(), common::options_for_messages_of(MAX_MESSAGE))?;
     let mut names = Vec::new();
     for n in 0..STREAMS {
         let name = format!("customer-{n:05}-with-a-longish-stream-name");

@@ -56,6 +56,14 @@ pub(crate) fn options() -> Options {
     Options::default().engine(engine)
 }
 
+/// [`options`] with limits small enough for a server whose messages are at most
+/// `max_message` bytes: events of up to half of it, keys of up to 4 KiB.
+pub(crate) fn options_for_messages_of(max_message: usize) -> Options {
+    let mut options = options().max_event_size(max_message / 2);
+    options.engine.max_key_size = 4096;
+    options
+}
+
 /// Opens the event store in `dir` with [`options`].
 pub(crate) fn open_store(dir: &Path) -> TestResult<EventStore> {
     Ok(EventStore::open(dir, options())?)
