@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod error;
 mod event;
 mod format;
@@ -42,6 +43,8 @@ mod scavenge;
 mod store;
 mod subscription;
 
+pub use admin::StoreStats;
+pub use caskade_engine::{BackupReport, FileStats, MergeProgress, MergeReport, Stats};
 pub use error::{CurrentVersion, Error, Result};
 pub use event::{ContentType, EventData, Position, RecordedEvent, StreamVersion};
 pub use kv::KeyValue;

@@ -262,12 +262,6 @@ impl EventStore {
         })
     }
 
-    /// The storage engine underneath, for merges, backups, stats and syncing.
-    #[must_use]
-    pub fn engine(&self) -> &Bitcask {
-        &self.shared.engine
-    }
-
     /// The options the store was opened with.
     #[must_use]
     pub fn options(&self) -> &Options {

@@ -37,7 +37,7 @@ struct Snapshot {
 }
 
 fn snapshot(store: &EventStore) -> Result<Snapshot, Error> {
-    let stats = store.engine().stats();
+    let stats = store.stats()?.engine;
     Ok(Snapshot {
         streams: store.list_streams()?,
         all: store
@@ -801,7 +801,7 @@ fn kv_rejects_empty_and_overlong_keys_and_changes_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = populated(dir.path(), options())?;
     let kv = store.kv();
-    let longest = store.engine().options().max_key_size - 1;
+    let longest = store.options().engine.max_key_size - 1;
     assert_rejected(
         &store,
         "empty kv key",

@@ -243,10 +243,10 @@ fn a_tombstoned_stream_fails_reads_and_writes_with_stream_deleted() -> TestResul
 
     let store = EventStore::open(dir.path(), options())?;
     assert_tombstoned(&store, "after reopen")?;
-    let live_keys = store.engine().stats().live_keys;
+    let live_keys = store.stats()?.engine.live_keys;
     assert_eq!(store.scavenge()?.events_removed, 3);
     // Its three events and their `$all` entries are gone; its head stays.
-    assert_eq!(store.engine().stats().live_keys, live_keys - 6);
+    assert_eq!(store.stats()?.engine.live_keys, live_keys - 6);
     assert_tombstoned(&store, "after scavenge")?;
     store.close()?;
 
@@ -500,12 +500,12 @@ fn scavenge_removes_hidden_events_and_keeps_what_readers_see() -> TestResult {
     let store = EventStore::open(dir.path(), small_file_options())?;
     let hidden = scavenge_fixture(&store)?;
     let seen = visible(&store)?;
-    let before = store.engine().stats();
+    let before = store.stats()?.engine;
 
     let report = store.scavenge()?;
     assert_eq!(report.streams, 5);
     assert_eq!(report.events_removed, hidden);
-    let after = store.engine().stats();
+    let after = store.stats()?.engine;
     // Each hidden event had an event key and an `$all` entry.
     assert_eq!(after.live_keys, before.live_keys - 2 * hidden as usize);
     assert!(
@@ -529,7 +529,7 @@ fn scavenge_removes_hidden_events_and_keeps_what_readers_see() -> TestResult {
     store.close()?;
     let store = EventStore::open(dir.path(), small_file_options())?;
     assert_eq!(visible(&store)?, seen);
-    assert_eq!(store.engine().stats().live_keys, after.live_keys);
+    assert_eq!(store.stats()?.engine.live_keys, after.live_keys);
 
     // Heads are intact: appends continue at the next version and the next position.
     // 100 events were appended; the last ones (of `dead`) are gone but not their positions.

@@ -591,7 +591,7 @@ fn check(store: &EventStore, model: &Model, step: usize) -> TestResult {
         .map(|s| s.next_version() - s.scavenged_before)
         .sum();
     ensure_eq!(
-        store.engine().len() as u64,
+        store.stats()?.engine.live_keys as u64,
         unscavenged + model.all_entries.len() as u64 + model.streams.len() as u64,
         "step {step}: engine keys"
     );
@@ -629,7 +629,7 @@ fn compare<T: PartialEq + std::fmt::Debug>(
     ensure_eq!(actual, *expected, "step {step}: {op:?}");
     if failed {
         ensure_eq!(
-            store.engine().len(),
+            store.stats()?.engine.live_keys,
             keys_before,
             "step {step}: failed {op:?} wrote keys"
         );
@@ -657,7 +657,7 @@ fn run(dir: &Path, ops: &[Op], sync: SyncPolicy) -> TestResult {
     let mut model = Model::default();
     let mut counter = 0u64;
     for (step, op) in ops.iter().enumerate() {
-        let keys_before = store.engine().len();
+        let keys_before = store.stats()?.engine.live_keys;
         match op {
             Op::Append {
                 stream,

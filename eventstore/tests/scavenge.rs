@@ -99,7 +99,7 @@ fn reference_size(shown: &[RecordedEvent]) -> TestResult<u64> {
         let data = EventData::json(&event.event_type, &event.json::<serde_json::Value>()?)?;
         store.append(&event.stream, ExpectedVersion::Any, &[data])?;
     }
-    store.engine().merge()?;
+    store.merge()?;
     store.close()?;
     dir_size(dir.path())
 }
@@ -128,7 +128,7 @@ fn a_scavenge_gives_back_the_space_of_deleted_events() -> TestResult {
     let before = dir_size(dir.path())?;
     // A merge alone keeps the deleted events: they are still the newest values of their
     // keys.
-    store.engine().merge()?;
+    store.merge()?;
     assert!(
         dir_size(dir.path())? * 10 > before * 9,
         "a merge alone reclaims little"

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::status::{engine_status, join_status, store_status};
+use crate::status::{join_status, store_status};
 
 /// A stream of messages returned by a server-streaming RPC.
 pub type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -526,8 +526,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::MergeRequest>,
     ) -> Result<Response<pb::MergeResponse>, Status> {
-        let engine = self.store.engine().clone();
-        let report = blocking(move || engine.merge().map_err(|e| engine_status(&e))).await?;
+        let store = self.store.clone();
+        let report = blocking(move || store.merge().map_err(store_status)).await?;
         Ok(Response::new(pb::MergeResponse {
             input_files: report.input_files as u64,
             output_files: report.output_files as u64,
@@ -572,9 +572,8 @@ impl pb::admin_server::Admin for AdminService {
                 "a backup needs a destination directory",
             ));
         }
-        let engine = self.store.engine().clone();
-        let report =
-            blocking(move || engine.backup(&destination).map_err(|e| engine_status(&e))).await?;
+        let store = self.store.clone();
+        let report = blocking(move || store.backup(&destination).map_err(store_status)).await?;
         Ok(Response::new(pb::BackupResponse {
             data_files: report.data_files as u64,
             hint_files: report.hint_files as u64,
@@ -587,17 +586,14 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let store = self.store.clone();
-        let (stats, streams) = blocking(move || {
-            let streams = store.list_streams().map_err(store_status)?.len();
-            Ok((store.engine().stats(), streams))
-        })
-        .await?;
+        let stats = blocking(move || store.stats().map_err(store_status)).await?;
         Ok(Response::new(pb::StatsResponse {
-            live_keys: stats.live_keys as u64,
-            keydir_bytes: stats.keydir_bytes as u64,
-            streams: streams as u64,
-            committed_position: self.store.committed_position().0,
+            live_keys: stats.engine.live_keys as u64,
+            keydir_bytes: stats.engine.keydir_bytes as u64,
+            streams: stats.streams as u64,
+            committed_position: stats.committed_position.0,
             files: stats
+                .engine
                 .files
                 .iter()
                 .map(|file| pb::FileStats {
