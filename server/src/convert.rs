@@ -1,10 +1,13 @@
-//! Conversions between the wire messages of `caskade.v1` and the event store's types.
-//! Decoding checks what the wire types cannot (UUID syntax, oneofs left empty) and reports it
-//! as `INVALID_ARGUMENT`.
+//! Conversions between the wire messages of `caskade.v1` and the event store's types: every
+//! request is decoded and every answer encoded here, so that the services only call the store
+//! and send its answers.
+//! Decoding checks what the wire types cannot (UUID syntax, oneofs left empty, filters sent
+//! with a stream) and reports it as `INVALID_ARGUMENT`.
 
 use caskade_eventstore::{
-    ContentType, EventData, EventFilter, ExpectedVersion, RecordedEvent, StreamInfo,
-    StreamMetadata, StreamState, StreamVersion,
+    AppendResult, BackupReport, ContentType, Direction, EventData, EventFilter, ExpectedVersion,
+    MergeReport, Position, ReadAll, ReadFrom, ReadStream, RecordedEvent, StoreStats, StreamInfo,
+    StreamMetadata, StreamState, StreamVersion, SubscribeFrom, SubscriptionMessage,
 };
 use caskade_proto::v1 as pb;
 use tonic::Status;
@@ -20,7 +23,16 @@ pub(crate) fn expected_version(expected: Option<pb::ExpectedVersion>) -> Expecte
     }
 }
 
-pub(crate) fn event_data(index: usize, event: pb::EventData) -> Result<EventData, Status> {
+/// An append's events, each checked (see [`event_data`]).
+pub(crate) fn events(events: Vec<pb::EventData>) -> Result<Vec<EventData>, Status> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| event_data(index, event))
+        .collect()
+}
+
+fn event_data(index: usize, event: pb::EventData) -> Result<EventData, Status> {
     let id = if event.id.is_empty() {
         uuid::Uuid::new_v4()
     } else {
@@ -50,6 +62,146 @@ pub(crate) fn event_data(index: usize, event: pb::EventData) -> Result<EventData
     })
 }
 
+/// A decoded `Read` request.
+pub(crate) enum Read {
+    /// A read of one stream.
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// Where and which way.
+        read: ReadStream,
+    },
+    /// A read of `$all`.
+    All(ReadAll),
+}
+
+/// Decodes a read (see [`read_from`]); a `max_count` of 0 means no limit.
+pub(crate) fn read_request(request: pb::ReadRequest) -> Result<Read, Status> {
+    let direction = match pb::Direction::try_from(request.direction) {
+        Ok(pb::Direction::Forwards) => Direction::Forwards,
+        Ok(pb::Direction::Backwards) => Direction::Backwards,
+        Err(_) => return Err(Status::invalid_argument("unknown read direction")),
+    };
+    let max_count = if request.max_count == 0 {
+        u64::MAX
+    } else {
+        request.max_count
+    };
+    match request.target {
+        Some(pb::read_request::Target::Stream(stream)) => {
+            reject_stream_filter(request.filter.as_ref())?;
+            let read = ReadStream {
+                direction,
+                from: read_from(request.from, direction, StreamVersion),
+                max_count,
+            };
+            Ok(Read::Stream { stream, read })
+        }
+        Some(pb::read_request::Target::All(_)) => Ok(Read::All(ReadAll {
+            direction,
+            from: read_from(request.from, direction, Position),
+            max_count,
+            filter: filter(request.filter)?,
+        })),
+        None => Err(Status::invalid_argument("a read names a stream or `all`")),
+    }
+}
+
+/// Where a read starts, the version or position made by `at`; without a `from`, the start
+/// for a forwards read and the end for a backwards one.
+fn read_from<T>(
+    from: Option<pb::read_request::From>,
+    direction: Direction,
+    at: fn(u64) -> T,
+) -> ReadFrom<T> {
+    match from {
+        Some(pb::read_request::From::At(n)) => ReadFrom::At(at(n)),
+        Some(pb::read_request::From::Start(_)) => ReadFrom::Start,
+        Some(pb::read_request::From::End(_)) => ReadFrom::End,
+        None => match direction {
+            Direction::Forwards => ReadFrom::Start,
+            Direction::Backwards => ReadFrom::End,
+        },
+    }
+}
+
+/// A decoded `Subscribe` request.
+pub(crate) enum Subscribe {
+    /// A subscription to one stream.
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// Where it starts.
+        from: SubscribeFrom<StreamVersion>,
+    },
+    /// A subscription to `$all`.
+    All {
+        /// Where it starts.
+        from: SubscribeFrom<Position>,
+        /// Which events it delivers.
+        filter: EventFilter,
+    },
+}
+
+/// Decodes a subscription (see [`subscribe_from`]).
+pub(crate) fn subscribe_request(request: pb::SubscribeRequest) -> Result<Subscribe, Status> {
+    match request.target {
+        Some(pb::subscribe_request::Target::Stream(stream)) => {
+            reject_stream_filter(request.filter.as_ref())?;
+            Ok(Subscribe::Stream {
+                stream,
+                from: subscribe_from(request.from, StreamVersion),
+            })
+        }
+        Some(pb::subscribe_request::Target::All(_)) => Ok(Subscribe::All {
+            from: subscribe_from(request.from, Position),
+            filter: filter(request.filter)?,
+        }),
+        None => Err(Status::invalid_argument(
+            "a subscription names a stream or `all`",
+        )),
+    }
+}
+
+/// Where a subscription starts, the version or position made by `after`; without a `from`,
+/// the start.
+fn subscribe_from<T>(
+    from: Option<pb::subscribe_request::From>,
+    after: fn(u64) -> T,
+) -> SubscribeFrom<T> {
+    match from {
+        None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
+        Some(pb::subscribe_request::From::After(n)) => SubscribeFrom::After(after(n)),
+        Some(pb::subscribe_request::From::Now(_)) => SubscribeFrom::Now,
+    }
+}
+
+/// Filters apply to `$all` only; one sent with a stream would silently do nothing.
+fn reject_stream_filter(filter: Option<&pb::Filter>) -> Result<(), Status> {
+    match filter {
+        Some(f)
+            if !f.stream_prefix.is_empty()
+                || !f.event_type_prefix.is_empty()
+                || !f.event_type_regex.is_empty() =>
+        {
+            Err(Status::invalid_argument(
+                "filters apply to `all` only, not to a stream",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A backup's destination directory (on the server), which must be named.
+pub(crate) fn backup_destination(request: pb::BackupRequest) -> Result<String, Status> {
+    if request.destination.is_empty() {
+        return Err(Status::invalid_argument(
+            "a backup needs a destination directory",
+        ));
+    }
+    Ok(request.destination)
+}
+
 pub(crate) fn recorded(event: RecordedEvent) -> pb::RecordedEvent {
     pb::RecordedEvent {
         // Not `to_string`: both would go through the formatting machinery, once per event
@@ -74,7 +226,7 @@ pub(crate) fn recorded(event: RecordedEvent) -> pb::RecordedEvent {
     }
 }
 
-pub(crate) fn filter(filter: Option<pb::Filter>) -> Result<EventFilter, Status> {
+fn filter(filter: Option<pb::Filter>) -> Result<EventFilter, Status> {
     let Some(filter) = filter else {
         return Ok(EventFilter::all());
     };
@@ -161,5 +313,64 @@ pub(crate) fn scavenge_report(report: caskade_eventstore::ScavengeReport) -> pb:
         merge_bytes_total: report.merge.bytes_read,
         done: true,
         bytes_reclaimed: report.bytes_reclaimed,
+    }
+}
+
+pub(crate) fn appended(result: &AppendResult) -> pb::AppendResponse {
+    pb::AppendResponse {
+        next_expected_version: result.next_expected_version.0,
+        first_position: result.first_position.0,
+        last_position: result.last_position.0,
+    }
+}
+
+pub(crate) fn subscription_message(message: SubscriptionMessage) -> pb::SubscribeResponse {
+    pb::SubscribeResponse {
+        message: Some(match message {
+            SubscriptionMessage::Event(event) => {
+                pb::subscribe_response::Message::Event(recorded(event))
+            }
+            SubscriptionMessage::CaughtUp => {
+                pb::subscribe_response::Message::CaughtUp(pb::Empty {})
+            }
+        }),
+    }
+}
+
+pub(crate) fn merge_report(report: &MergeReport) -> pb::MergeResponse {
+    pb::MergeResponse {
+        input_files: report.input_files as u64,
+        output_files: report.output_files as u64,
+        bytes_read: report.bytes_read,
+        bytes_written: report.bytes_written,
+    }
+}
+
+pub(crate) fn backup_report(report: &BackupReport) -> pb::BackupResponse {
+    pb::BackupResponse {
+        data_files: report.data_files as u64,
+        hint_files: report.hint_files as u64,
+        bytes: report.bytes,
+    }
+}
+
+pub(crate) fn stats(stats: &StoreStats) -> pb::StatsResponse {
+    pb::StatsResponse {
+        live_keys: stats.engine.live_keys as u64,
+        keydir_bytes: stats.engine.keydir_bytes as u64,
+        streams: stats.streams as u64,
+        committed_position: stats.committed_position.0,
+        files: stats
+            .engine
+            .files
+            .iter()
+            .map(|file| pb::FileStats {
+                file_id: file.file_id.0,
+                len: file.len,
+                live_bytes: file.live_bytes,
+                dead_bytes: file.dead_bytes,
+                active: file.active,
+            })
+            .collect(),
     }
 }

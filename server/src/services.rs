@@ -1,4 +1,6 @@
-//! The `Streams`, `Kv` and `Admin` services: decode, call the event store, encode.
+//! The `Streams`, `Kv` and `Admin` services: each method decodes its request with
+//! [`convert`], calls the event store, and sends the answer encoded by [`convert`] (a
+//! server stream in messages within the size limit).
 //!
 //! Every store call that touches the disk runs on the blocking pool (`spawn_blocking`), never
 //! on the async workers; an append is submitted on the worker only when the engine says it
@@ -8,10 +10,7 @@
 
 use std::pin::Pin;
 
-use caskade_eventstore::{
-    Direction, EventStore, Position, ReadAll, ReadFrom, ReadStream, RecordedEvent, StreamVersion,
-    SubscribeFrom, SubscriptionMessage,
-};
+use caskade_eventstore::{EventStore, RecordedEvent};
 use caskade_proto::v1 as pb;
 use futures_core::Stream;
 use tokio::sync::{mpsc, watch};
@@ -158,30 +157,6 @@ impl StreamsService {
     }
 }
 
-fn target_stream(target: Option<&pb::read_request::Target>) -> Result<Option<String>, Status> {
-    match target {
-        Some(pb::read_request::Target::Stream(stream)) => Ok(Some(stream.clone())),
-        Some(pb::read_request::Target::All(_)) => Ok(None),
-        None => Err(Status::invalid_argument("a read names a stream or `all`")),
-    }
-}
-
-/// Filters apply to `$all` only; one sent with a stream would silently do nothing.
-fn reject_stream_filter(filter: Option<&pb::Filter>) -> Result<(), Status> {
-    match filter {
-        Some(f)
-            if !f.stream_prefix.is_empty()
-                || !f.event_type_prefix.is_empty()
-                || !f.event_type_regex.is_empty() =>
-        {
-            Err(Status::invalid_argument(
-                "filters apply to `all` only, not to a stream",
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::streams_server::Streams for StreamsService {
     async fn append(
@@ -190,12 +165,7 @@ impl pb::streams_server::Streams for StreamsService {
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let request = request.into_inner();
         let expected = convert::expected_version(request.expected_version);
-        let events = request
-            .events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| convert::event_data(i, event))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = convert::events(request.events)?;
         // Checking and submitting is CPU work unless the engine must start a new data file;
         // only then does it move to the blocking pool. Waiting for the group commit holds
         // no thread either way.
@@ -215,11 +185,7 @@ impl pb::streams_server::Streams for StreamsService {
             .await?
         };
         let result = pending.await.map_err(store_status)?;
-        Ok(Response::new(pb::AppendResponse {
-            next_expected_version: result.next_expected_version.0,
-            first_position: result.first_position.0,
-            last_position: result.last_position.0,
-        }))
+        Ok(Response::new(convert::appended(&result)))
     }
 
     type ReadStream = MessageStream<pb::ReadResponse>;
@@ -228,59 +194,16 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        let request = request.into_inner();
-        let direction = match pb::Direction::try_from(request.direction) {
-            Ok(pb::Direction::Forwards) => Direction::Forwards,
-            Ok(pb::Direction::Backwards) => Direction::Backwards,
-            Err(_) => return Err(Status::invalid_argument("unknown read direction")),
-        };
-        let from = match request.from {
-            Some(pb::read_request::From::At(at)) => ReadFrom::At(at),
-            Some(pb::read_request::From::Start(_)) => ReadFrom::Start,
-            Some(pb::read_request::From::End(_)) => ReadFrom::End,
-            None => match direction {
-                Direction::Forwards => ReadFrom::Start,
-                Direction::Backwards => ReadFrom::End,
-            },
-        };
-        let max_count = if request.max_count == 0 {
-            u64::MAX
-        } else {
-            request.max_count
-        };
         let store = self.store.clone();
         let max_message = self.max_message_size;
-        let stream = if let Some(stream) = target_stream(request.target.as_ref())? {
-            {
-                reject_stream_filter(request.filter.as_ref())?;
-                let read = ReadStream {
-                    direction,
-                    from: match from {
-                        ReadFrom::Start => ReadFrom::Start,
-                        ReadFrom::End => ReadFrom::End,
-                        ReadFrom::At(v) => ReadFrom::At(StreamVersion(v)),
-                    },
-                    max_count,
-                };
+        let stream = match convert::read_request(request.into_inner())? {
+            convert::Read::Stream { stream, read } => {
                 let events =
                     blocking(move || store.read_stream(&stream, read).map_err(store_status))
                         .await?;
                 stream_blocking(batched(events, max_message))
             }
-        } else {
-            {
-                let read = ReadAll {
-                    direction,
-                    from: match from {
-                        ReadFrom::Start => ReadFrom::Start,
-                        ReadFrom::End => ReadFrom::End,
-                        ReadFrom::At(p) => ReadFrom::At(Position(p)),
-                    },
-                    max_count,
-                    filter: convert::filter(request.filter)?,
-                };
-                stream_blocking(batched(store.read_all(read), max_message))
-            }
+            convert::Read::All(read) => stream_blocking(batched(store.read_all(read), max_message)),
         };
         Ok(Response::new(stream))
     }
@@ -291,44 +214,14 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let request = request.into_inner();
-        let target = match request.target {
-            Some(pb::subscribe_request::Target::Stream(stream)) => Some(stream),
-            Some(pb::subscribe_request::Target::All(_)) => None,
-            None => {
-                return Err(Status::invalid_argument(
-                    "a subscription names a stream or `all`",
-                ));
-            }
-        };
-        let from = request.from;
-        let mut subscription = if let Some(stream) = target {
-            {
-                reject_stream_filter(request.filter.as_ref())?;
-                let from = match from {
-                    None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
-                    Some(pb::subscribe_request::From::After(v)) => {
-                        SubscribeFrom::After(StreamVersion(v))
-                    }
-                    Some(pb::subscribe_request::From::Now(_)) => SubscribeFrom::Now,
-                };
+        let mut subscription = match convert::subscribe_request(request.into_inner())? {
+            convert::Subscribe::Stream { stream, from } => {
                 let store = self.store.clone();
                 // Opening reads the stream's head from disk.
                 blocking(move || store.subscribe_stream(&stream, from).map_err(store_status))
                     .await?
             }
-        } else {
-            {
-                let from = match from {
-                    None | Some(pb::subscribe_request::From::Start(_)) => SubscribeFrom::Start,
-                    Some(pb::subscribe_request::From::After(p)) => {
-                        SubscribeFrom::After(Position(p))
-                    }
-                    Some(pb::subscribe_request::From::Now(_)) => SubscribeFrom::Now,
-                };
-                self.store
-                    .subscribe_all(from, convert::filter(request.filter)?)
-            }
+            convert::Subscribe::All { from, filter } => self.store.subscribe_all(from, filter),
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let mut shutdown = self.shutdown.clone();
@@ -347,16 +240,7 @@ impl pb::streams_server::Streams for StreamsService {
                 };
                 let Some(message) = message else { return };
                 let message = message
-                    .map(|message| pb::SubscribeResponse {
-                        message: Some(match message {
-                            SubscriptionMessage::Event(event) => {
-                                pb::subscribe_response::Message::Event(convert::recorded(event))
-                            }
-                            SubscriptionMessage::CaughtUp => {
-                                pb::subscribe_response::Message::CaughtUp(pb::Empty {})
-                            }
-                        }),
-                    })
+                    .map(convert::subscription_message)
                     .map_err(store_status);
                 tokio::select! {
                     sent = sender.send(message) => if sent.is_err() { return },
@@ -528,12 +412,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::MergeResponse>, Status> {
         let store = self.store.clone();
         let report = blocking(move || store.merge().map_err(store_status)).await?;
-        Ok(Response::new(pb::MergeResponse {
-            input_files: report.input_files as u64,
-            output_files: report.output_files as u64,
-            bytes_read: report.bytes_read,
-            bytes_written: report.bytes_written,
-        }))
+        Ok(Response::new(convert::merge_report(&report)))
     }
 
     type ScavengeStream = MessageStream<pb::ScavengeResponse>;
@@ -566,19 +445,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<pb::BackupResponse>, Status> {
-        let destination = request.into_inner().destination;
-        if destination.is_empty() {
-            return Err(Status::invalid_argument(
-                "a backup needs a destination directory",
-            ));
-        }
+        let destination = convert::backup_destination(request.into_inner())?;
         let store = self.store.clone();
         let report = blocking(move || store.backup(&destination).map_err(store_status)).await?;
-        Ok(Response::new(pb::BackupResponse {
-            data_files: report.data_files as u64,
-            hint_files: report.hint_files as u64,
-            bytes: report.bytes,
-        }))
+        Ok(Response::new(convert::backup_report(&report)))
     }
 
     async fn stats(
@@ -587,23 +457,6 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let store = self.store.clone();
         let stats = blocking(move || store.stats().map_err(store_status)).await?;
-        Ok(Response::new(pb::StatsResponse {
-            live_keys: stats.engine.live_keys as u64,
-            keydir_bytes: stats.engine.keydir_bytes as u64,
-            streams: stats.streams as u64,
-            committed_position: stats.committed_position.0,
-            files: stats
-                .engine
-                .files
-                .iter()
-                .map(|file| pb::FileStats {
-                    file_id: file.file_id.0,
-                    len: file.len,
-                    live_bytes: file.live_bytes,
-                    dead_bytes: file.dead_bytes,
-                    active: file.active,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(convert::stats(&stats)))
     }
 }
