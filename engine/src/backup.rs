@@ -11,9 +11,10 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::bitcask::Inner;
 use crate::data_file::{data_path, hint_path, sync_dir, temp_path};
 use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::log::Log;
 
 /// What a backup copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,53 +44,45 @@ fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<u64> {
     Ok(copied)
 }
 
-impl Inner {
-    pub(crate) fn backup(&self, dest: &Path) -> Result<BackupReport> {
-        self.check_open()?;
-        match fs::read_dir(dest) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::BackupDestinationNotEmpty { path: dest.into() });
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dest)?,
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+/// Copies the store in `dir`, whose index and log these are, into `dest`; see
+/// [`Bitcask::backup`](crate::Bitcask::backup). The caller holds the store's merge lock, so no
+/// merge removes or half-writes a file meanwhile.
+pub(crate) fn backup(dir: &Path, index: &Index, log: &Log, dest: &Path) -> Result<BackupReport> {
+    match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
                 return Err(Error::BackupDestinationNotEmpty { path: dest.into() });
             }
-            Err(e) => return Err(e.into()),
         }
-        let _merging = self.merge_lock.lock();
-        let (files, active_id, active_len) = {
-            let mut writer = self.writer.lock();
-            self.flush(&mut writer)?;
-            writer
-                .active
-                .sync()
-                .map_err(|e| self.poison(Error::Io(e)))?;
-            (
-                self.files.load_full(),
-                writer.active.id(),
-                writer.active.len(),
-            )
-        };
-        let mut report = BackupReport::default();
-        for file in files.iter() {
-            let id = file.id();
-            let len = if id == active_id {
-                active_len
-            } else {
-                file.len()
-            };
-            report.bytes += copy_prefix(&data_path(&self.dir, id), &data_path(dest, id), len)?;
-            report.data_files += 1;
-            let hint = hint_path(&self.dir, id);
-            if id != active_id && file.has_hint() && hint.exists() {
-                let hint_len = fs::metadata(&hint)?.len();
-                report.bytes += copy_prefix(&hint, &hint_path(dest, id), hint_len)?;
-                report.hint_files += 1;
-            }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dest)?,
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(Error::BackupDestinationNotEmpty { path: dest.into() });
         }
-        sync_dir(dest)?;
-        Ok(report)
+        Err(e) => return Err(e.into()),
     }
+    let (files, active_id, active_len) = {
+        let mut writer = log.writer();
+        log.flush(&mut writer)?;
+        log.sync_file(&writer.active)?;
+        (index.files_owned(), writer.active.id(), writer.active.len())
+    };
+    let mut report = BackupReport::default();
+    for file in files.iter() {
+        let id = file.id();
+        let len = if id == active_id {
+            active_len
+        } else {
+            file.len()
+        };
+        report.bytes += copy_prefix(&data_path(dir, id), &data_path(dest, id), len)?;
+        report.data_files += 1;
+        let hint = hint_path(dir, id);
+        if id != active_id && file.has_hint() && hint.exists() {
+            let hint_len = fs::metadata(&hint)?.len();
+            report.bytes += copy_prefix(&hint, &hint_path(dest, id), hint_len)?;
+            report.hint_files += 1;
+        }
+    }
+    sync_dir(dest)?;
+    Ok(report)
 }

@@ -1,6 +1,8 @@
 //! [`WriteBatch`]: puts and deletes applied atomically.
 
-use crate::format::RecordKind;
+use crate::error::{Error, Result};
+use crate::format::{BATCH_BEGIN_VALUE_LEN, RecordKind, record_len};
+use crate::options::Options;
 
 /// One operation of a [`WriteBatch`]: its key, then its value, lie back to back in the
 /// batch's bytes from `start`.
@@ -100,6 +102,41 @@ impl WriteBatch {
     /// The operations in order, as [`WriteBatch::op`] gives them.
     pub(crate) fn ops(&self) -> impl Iterator<Item = (RecordKind, &[u8], &[u8])> {
         (0..self.ops.len()).map(|index| self.op(index))
+    }
+
+    /// Checks the batch against the limits of `options` and returns the bytes it encodes to
+    /// (its records, and its framing if it holds more than one).
+    pub(crate) fn encoded_len(&self, options: &Options) -> Result<usize> {
+        let mut encoded = if self.len() > 1 {
+            record_len(0, BATCH_BEGIN_VALUE_LEN)
+        } else {
+            0
+        };
+        for (_, key, value) in self.ops() {
+            if key.is_empty() {
+                return Err(Error::EmptyKey);
+            }
+            if key.len() > options.max_key_size {
+                return Err(Error::KeyTooLarge {
+                    len: key.len(),
+                    max: options.max_key_size,
+                });
+            }
+            if value.len() > options.max_value_size {
+                return Err(Error::ValueTooLarge {
+                    len: value.len(),
+                    max: options.max_value_size,
+                });
+            }
+            encoded += record_len(key.len(), value.len());
+        }
+        if encoded > options.max_batch_size {
+            return Err(Error::BatchTooLarge {
+                len: encoded,
+                max: options.max_batch_size,
+            });
+        }
+        Ok(encoded)
     }
 }
 

@@ -85,11 +85,7 @@ pub enum ProblemKind {
 /// Problems in the data are not errors: they are listed in the report.
 pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
     let dir = dir.as_ref();
-    let options = crate::Options {
-        create_if_missing: false,
-        ..crate::Options::default()
-    };
-    let _lock = crate::bitcask::lock_dir(dir, &options)?;
+    let _lock = crate::lock::lock_dir(dir, false)?;
     let listing = list(dir, false)?;
     let mut report = CheckReport::default();
     let newest = listing.data.last().copied();

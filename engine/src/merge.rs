@@ -25,14 +25,15 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::bitcask::Inner;
+use crate::commit::Committer;
 use crate::data_file::{DataFile, FileId, data_path, hint_path, sync_dir, temp_path};
 use crate::error::{Error, Result};
-use crate::file_set::FileSet;
 use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, HintEntry, HintWriter, RecordKind, record_len,
 };
+use crate::index::Index;
 use crate::keydir::ValueLocation;
+use crate::options::Options;
 use crate::recovery::list;
 use crate::scan::scan_units;
 
@@ -118,13 +119,22 @@ impl Output {
     }
 }
 
-impl Inner {
+/// The parts of a store a merge works on. The caller holds the store's merge lock for as
+/// long as it uses one: at most one merge, hint-file pass or backup runs at a time.
+pub(crate) struct Merger<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) options: &'a Options,
+    pub(crate) index: &'a Index,
+    pub(crate) committer: &'a Committer,
+}
+
+impl Merger<'_> {
     /// Whether the automatic-merge trigger holds for the sealed files.
     pub(crate) fn merge_is_due(&self) -> bool {
         let Some(trigger) = self.options.auto_merge else {
             return false;
         };
-        let files = self.files.load();
+        let files = self.index.files();
         let sealed = files.iter().take(files.iter().count().saturating_sub(1));
         let (dead, total) = sealed.fold((0u64, 0u64), |(dead, total), file| {
             (dead + file.dead_bytes(), total + file.len())
@@ -136,12 +146,12 @@ impl Inner {
 
     /// Merges every file written so far; see the module docs.
     pub(crate) fn merge(&self, progress: &mut dyn FnMut(MergeProgress)) -> Result<MergeReport> {
-        self.check_writable()?;
-        let _merging = self.merge_lock.lock();
+        let log = self.committer.log();
+        log.check_writable()?;
         let (inputs, first_output, reserved, upto) = {
-            let mut writer = self.writer.lock();
-            self.check_writable()?;
-            let mut inputs: Vec<Arc<DataFile>> = self.files.load().iter().cloned().collect();
+            let mut writer = log.writer();
+            log.check_writable()?;
+            let mut inputs: Vec<Arc<DataFile>> = self.index.files().iter().cloned().collect();
             inputs.extend(self.stray_files(writer.active.id())?);
             inputs.sort_by_key(|file| file.id());
             let total: u64 = inputs.iter().map(|f| f.len()).sum::<u64>() + writer.buf_len() as u64;
@@ -156,12 +166,12 @@ impl Inner {
                     .ok_or(Error::InvalidOptions {
                         reason: "data file ids exhausted",
                     })?;
-            self.rotate(&mut writer, 0)?;
+            log.rotate(&mut writer, 0)?;
             (inputs, first_output, reserved, writer.last_seq())
         };
         // Batches written to the inputs but still waiting for their group sync must be in
         // the keydir before liveness is judged.
-        self.wait_published(upto)?;
+        self.committer.wait_published(upto)?;
         fail::fail_point!("merge::after_seal", |_| Err(Error::Io(
             std::io::Error::other("fail point merge::after_seal")
         )));
@@ -188,7 +198,7 @@ impl Inner {
                         value_len: op.record.value.len() as u32,
                         timestamp_secs: (op.record.timestamp_micros / 1_000_000) as u32,
                     };
-                    if self.keydir.get(op.record.key) != Some(old) {
+                    if self.index.keydir.get(op.record.key) != Some(old) {
                         continue;
                     }
                     let len = op.record.len();
@@ -229,21 +239,19 @@ impl Inner {
     /// Drops merged inputs from the file set, then deletes them from disk, oldest first
     /// (see the module docs).
     fn retire(&self, inputs: &[Arc<DataFile>]) -> Result<()> {
-        self.files.rcu(|files| {
-            let mut files = FileSet::clone(files);
+        self.index.change_files(|files| {
             for input in inputs {
                 files.remove(input.id());
             }
-            files
         });
         for input in inputs {
             // Oldest first: see the module docs.
-            let hint = hint_path(&self.dir, input.id());
+            let hint = hint_path(self.dir, input.id());
             if hint.exists() {
                 fs::remove_file(hint)?;
             }
-            fs::remove_file(data_path(&self.dir, input.id()))?;
-            sync_dir(&self.dir)?;
+            fs::remove_file(data_path(self.dir, input.id()))?;
+            sync_dir(self.dir)?;
             fail::fail_point!("merge::after_input_removed", |_| Err(Error::Io(
                 std::io::Error::other("fail point merge::after_input_removed")
             )));
@@ -257,16 +265,16 @@ impl Inner {
     /// live) and deletes them; leaving them would let their records come back at the next
     /// open once this merge drops the tombstones that cover them.
     fn stray_files(&self, newest: FileId) -> Result<Vec<Arc<DataFile>>> {
-        let files = self.files.load();
+        let files = self.index.files();
         let mut strays = Vec::new();
-        for id in list(&self.dir, false)?.data {
+        for id in list(self.dir, false)?.data {
             if id > newest || files.get(id).is_some() {
                 continue;
             }
-            let len = fs::metadata(data_path(&self.dir, id))?.len();
+            let len = fs::metadata(data_path(self.dir, id))?.len();
             if len >= FILE_HEADER_LEN as u64 {
                 tracing::warn!(file_id = %id, "merging a data file left by an earlier failed merge");
-                strays.push(Arc::new(DataFile::open(&self.dir, id, len, len, false)?));
+                strays.push(Arc::new(DataFile::open(self.dir, id, len, len, false)?));
             }
         }
         Ok(strays)
@@ -301,7 +309,7 @@ impl Inner {
                     reason: "merge output exceeded its reserved file ids",
                 });
             }
-            *output = Some(Output::create(&self.dir, FileId(*next_id))?);
+            *output = Some(Output::create(self.dir, FileId(*next_id))?);
             *next_id += 1;
         }
         let current = output.as_mut().expect("created just above");
@@ -328,18 +336,14 @@ impl Inner {
     /// Makes a sealed output file readable, then points the keys it holds at it, unless a
     /// write has moved them on since.
     fn install(&self, output: Output, report: &mut MergeReport) -> Result<()> {
-        let (id, len, moved) = output.seal(&self.dir)?;
-        let file = Arc::new(DataFile::open(&self.dir, id, len, len, false)?);
+        let (id, len, moved) = output.seal(self.dir)?;
+        let file = Arc::new(DataFile::open(self.dir, id, len, len, false)?);
         file.set_has_hint(true);
-        self.files.rcu(|files| {
-            let mut files = FileSet::clone(files);
-            files.insert(Arc::clone(&file));
-            files
-        });
-        let files = self.files.load();
+        self.index.add_file(&file);
+        let files = self.index.files();
         for (key, old, new) in &moved {
             let bytes = record_len(key.len(), old.value_len as usize) as u64;
-            if self.keydir.replace_if(key, *old, *new) {
+            if self.index.keydir.replace_if(key, *old, *new) {
                 file.add_live(bytes);
                 if let Some(input) = files.get(old.file_id) {
                     input.kill(bytes);
@@ -355,11 +359,10 @@ impl Inner {
 
     /// Writes a hint file for every sealed data file that lacks one.
     pub(crate) fn write_missing_hints(&self) -> Result<()> {
-        let _merging = self.merge_lock.lock();
-        let active = self.writer.lock().active.id();
-        let files = self.files.load();
+        let active = self.committer.log().writer().active.id();
+        let files = self.index.files();
         for file in files.iter().filter(|f| f.id() != active && !f.has_hint()) {
-            write_hint(&self.dir, file)?;
+            write_hint(self.dir, file)?;
             file.set_has_hint(true);
         }
         Ok(())

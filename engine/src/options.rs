@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bitcask::Bitcask;
 use crate::error::{Error, Result};
 use crate::format::{BATCH_BEGIN_VALUE_LEN, RECORD_HEADER_LEN};
 
@@ -238,9 +237,9 @@ impl Builder {
         &self.options
     }
 
-    /// Opens the store with these options; see [`Bitcask::open`].
-    pub fn open(self) -> Result<Bitcask> {
-        Bitcask::open(&self.dir, self.options)
+    /// The directory and the options, for [`Builder::open`](crate::Builder::open).
+    pub(crate) fn into_parts(self) -> (PathBuf, Options) {
+        (self.dir, self.options)
     }
 }
 

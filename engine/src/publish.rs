@@ -1,5 +1,6 @@
-//! Publishing written batches to the keydir, and the helper thread that does most of it while
-//! a group commit's `fdatasync` runs.
+//! Batches waiting to be published, and the helper thread that inserts most of a large
+//! group's new keys, hidden, while its group commit's `fdatasync` runs (the leader then
+//! publishes the group with [`Index::publish`](crate::index::Index::publish)).
 //!
 //! Under [`SyncPolicy::Always`](crate::SyncPolicy::Always) a batch may become visible only
 //! once it is durable, so its keydir updates wait for the sync. For a large group, most of
@@ -30,11 +31,8 @@
 use parking_lot::{Condvar, Mutex};
 
 use crate::batch::WriteBatch;
-use crate::bitcask::Inner;
 use crate::data_file::FileId;
-use crate::error::Result;
 use crate::file_set::Change;
-use crate::format::RecordKind;
 use crate::keydir::{KeyDir, ValueLocation};
 
 /// A group holding fewer updates than this is published by its leader alone after the sync:
@@ -60,7 +58,7 @@ impl PendingBatch {
     }
 
     /// The batch's operations as changes, in order.
-    fn changes(&self) -> impl Iterator<Item = Change<'_>> {
+    pub(crate) fn changes(&self) -> impl Iterator<Item = Change<'_>> {
         self.batch
             .ops()
             .zip(&self.offsets)
@@ -209,42 +207,4 @@ fn insert_new_keys(keydir: &KeyDir, units: &[PendingBatch], handled: &mut [bool]
     // On an error `handled` marks what was done, and the leader meets the same error when it
     // applies the rest.
     let _ = keydir.insert_new(&updates, &leave, handled);
-}
-
-impl Inner {
-    /// Makes a written batch visible: raises its file's published mark, then applies it to
-    /// the keydir and the files' byte counts. `handled` marks the ops the helper already
-    /// applied as hidden entries (see the module docs); the mark makes them visible.
-    ///
-    /// The mark goes first. An entry whose record lies past it is hidden, so a key updated in
-    /// the keydir before the mark covers its new record would seem absent for a moment.
-    pub(crate) fn publish(&self, unit: &PendingBatch, handled: Option<&[bool]>) -> Result<()> {
-        let files = self.files.load();
-        if let Some(file) = files.get(unit.file_id) {
-            file.add_dead(unit.framing_len);
-            file.publish_upto(unit.end);
-        }
-        let Some(handled) = handled else {
-            if unit.op_count() == 1 {
-                for change in unit.changes() {
-                    files.apply(&self.keydir, &change)?;
-                }
-                return Ok(());
-            }
-            let changes: Vec<_> = unit.changes().collect();
-            return files.apply_all(&self.keydir, &changes);
-        };
-        let mut revealed = 0;
-        let mut rest = Vec::new();
-        for (change, &handled) in unit.changes().zip(handled) {
-            if handled {
-                revealed += usize::from(change.kind == RecordKind::Put);
-                files.account(&change, None);
-            } else {
-                rest.push(change);
-            }
-        }
-        self.keydir.reveal(revealed);
-        files.apply_all(&self.keydir, &rest)
-    }
 }
