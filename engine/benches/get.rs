@@ -70,6 +70,7 @@ impl Fixture {
         let store = Bitcask::builder(dir.path().join("store"))
             .sync(SyncPolicy::Never)
             .auto_merge(None)
+            .tuning(common::tuning())
             .open()
             .expect("opening a fresh store succeeds");
         for i in 0..keys {

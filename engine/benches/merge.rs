@@ -61,6 +61,7 @@ impl Fixture {
             .sync(SyncPolicy::Never)
             .auto_merge(None)
             .maintenance_interval(Duration::from_secs(3600))
+            .tuning(common::tuning())
             .open()
             .expect("opening a fresh store succeeds");
         let mut fixture = Fixture {

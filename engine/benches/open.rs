@@ -67,6 +67,7 @@ fn open(dir: &Path, keys: u64) -> Bitcask {
         // Keeps the maintenance thread from writing hint files while a case runs.
         .maintenance_interval(Duration::from_secs(3600))
         .create_if_missing(false)
+        .tuning(common::tuning())
         .open()
         .expect("opening the store succeeds")
 }
@@ -107,6 +108,7 @@ impl Fixture {
             .max_file_size(file_size(keys))
             .sync(SyncPolicy::Never)
             .auto_merge(None)
+            .tuning(common::tuning())
             .open()
             .expect("opening a fresh store succeeds");
         for i in 0..keys {

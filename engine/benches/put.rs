@@ -25,6 +25,7 @@ fn bench_put(c: &mut Criterion) -> Tally {
         .sync(SyncPolicy::Never)
         .max_file_size(MAX_FILE_SIZE)
         .auto_merge(None)
+        .tuning(common::tuning())
         .open()
         .expect("opening a fresh store succeeds");
     let mut tally = Tally::default();

@@ -61,6 +61,7 @@ impl Fixture {
         let store = Bitcask::builder(dir.path().join("store"))
             .sync(SyncPolicy::Always)
             .auto_merge(None)
+            .tuning(common::tuning())
             .open()
             .expect("opening a fresh store succeeds");
         let plain = OpenOptions::new()

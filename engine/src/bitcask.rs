@@ -533,6 +533,8 @@ impl Store {
             let committer = Arc::downgrade(&self.committer);
             let requests = Arc::clone(&self.async_sync);
             threads.push(spawn("caskade-syncer", move || requests.run(&committer)));
+        }
+        if sync == SyncPolicy::Always && self.options.tuning.publish_helper {
             let publisher = Arc::clone(&self.early_publisher);
             let keydir = Arc::clone(&self.index.keydir);
             publisher.start();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::batch::WriteBatch;
+use crate::data_file::RunwayStep;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::log::Log;
@@ -206,7 +207,7 @@ impl Committer {
     /// waits.
     fn gather(&self) {
         let wanted = self.group.last_size.load(Ordering::Relaxed);
-        if wanted <= 1 {
+        if wanted <= 1 || !self.options.tuning.gather {
             return;
         }
         let window = Duration::from_nanos(self.group.last_sync_nanos.load(Ordering::Relaxed) / 4);
@@ -235,7 +236,8 @@ impl Committer {
         commit.covered_upto = Some(upto);
         MutexGuard::unlocked(commit, || {
             let op_count: usize = pending.iter().map(PendingBatch::op_count).sum();
-            let (pending, handed_over) = if op_count >= EARLY_PUBLISH_MIN_OPS {
+            let early = self.options.tuning.publish_helper && op_count >= EARLY_PUBLISH_MIN_OPS;
+            let (pending, handed_over) = if early {
                 match self.early_publisher.hand_over(pending) {
                     Some(refused) => (refused, false),
                     None => (Vec::new(), true),
@@ -259,7 +261,12 @@ impl Committer {
             // Asked for now, while the writers prepare the next group, the zeros usually
             // reach the disk before that group's sync starts (see `DataFile::extend_runway`),
             // unless the syncs run back to back.
-            let step = self.disk.lock().synced(started, ended);
+            let paced = self.disk.lock().synced(started, ended);
+            let step = if self.options.tuning.disk_pace {
+                paced
+            } else {
+                RunwayStep::Paced
+            };
             if self.options.preallocate && file.wants_runway() {
                 self.runway.request(Arc::clone(&file), step);
             }

@@ -74,7 +74,9 @@ pub use error::{Corruption, Error, Result};
 pub use index::Keys;
 pub use keydir::ValueLocation;
 pub use merge::{MergeProgress, MergeReport};
-pub use options::{Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy};
+pub use options::{
+    Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy, Tuning,
+};
 pub use pending::{PendingWrite, WriteTicket};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::{FileStats, Stats};

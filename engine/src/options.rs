@@ -87,6 +87,78 @@ pub struct Options {
     /// is trimmed when the file is sealed or the store closed, and a crash leaves it as
     /// zeros that the next open trims. Default: true.
     pub preallocate: bool,
+    /// Switches for the write path's tuning mechanisms, each on by default. They exist to
+    /// measure what each mechanism buys (`docs/benchmarks.md`); leave them on.
+    pub tuning: Tuning,
+}
+
+/// The write path's tuning mechanisms, each of which can be switched off to measure what it
+/// buys. Every field is `true` by default. [`Options::preallocate`] switches the runway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tuning {
+    /// Under [`SyncPolicy::Always`], a sync's leader waits (spinning, at most 500 µs and a
+    /// quarter of the last sync) for as many batches as the last group held before it takes
+    /// the pending batches.
+    pub gather: bool,
+    /// Under [`SyncPolicy::Always`] with [`Options::preallocate`], the runway grows by its
+    /// largest step while the syncs run back to back, judged from running averages of the
+    /// syncs and the rests between them; off, every step is paced by what the writers wrote.
+    pub disk_pace: bool,
+    /// Under [`SyncPolicy::Always`], a helper thread inserts a large group's new keys, hidden,
+    /// while its sync runs; off, the leader publishes everything after the sync.
+    pub publish_helper: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            gather: true,
+            disk_pace: true,
+            publish_helper: true,
+        }
+    }
+}
+
+impl Tuning {
+    /// The variable [`Tuning::from_env`] reads.
+    pub const ENV: &str = "CASKADE_ENGINE_TUNING";
+
+    /// The defaults, with the mechanisms named in `CASKADE_ENGINE_TUNING` switched off: a
+    /// comma-separated list of `no-gather`, `no-disk-pace`, `no-publish-helper` (empty or
+    /// unset: all on). For benchmarks that measure a mechanism on and off.
+    ///
+    /// # Errors
+    /// A message naming a word it does not know.
+    pub fn from_env() -> std::result::Result<Tuning, String> {
+        match std::env::var(Self::ENV) {
+            Ok(text) => Tuning::parse(&text),
+            Err(_) => Ok(Tuning::default()),
+        }
+    }
+
+    /// The defaults with the mechanisms `text` names switched off; see [`Tuning::from_env`].
+    ///
+    /// # Errors
+    /// A message naming a word it does not know.
+    pub fn parse(text: &str) -> std::result::Result<Tuning, String> {
+        let mut tuning = Tuning::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "no-gather" => tuning.gather = false,
+                "no-disk-pace" => tuning.disk_pace = false,
+                "no-publish-helper" => tuning.publish_helper = false,
+                other => {
+                    return Err(format!(
+                        "{}: unknown {other:?}; expected no-gather, no-disk-pace or \
+                         no-publish-helper",
+                        Self::ENV
+                    ));
+                }
+            }
+        }
+        Ok(tuning)
+    }
 }
 
 impl Default for Options {
@@ -102,6 +174,7 @@ impl Default for Options {
             maintenance_interval: Duration::from_secs(30),
             create_if_missing: true,
             preallocate: true,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -231,6 +304,12 @@ impl Builder {
         self
     }
 
+    /// See [`Options::tuning`].
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.options.tuning = tuning;
+        self
+    }
+
     /// The options built so far.
     #[must_use]
     pub fn options(&self) -> &Options {
@@ -246,6 +325,20 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tuning_switches_are_named_off_one_by_one() {
+        assert_eq!(Tuning::parse(""), Ok(Tuning::default()));
+        let all = Tuning::parse("no-gather, no-disk-pace,no-publish-helper").unwrap();
+        assert!(!all.gather && !all.disk_pace && !all.publish_helper);
+        let one = Tuning::parse("no-disk-pace").unwrap();
+        assert!(one.gather && !one.disk_pace && one.publish_helper);
+        let error = Tuning::parse("no-gather,fast").unwrap_err();
+        assert!(
+            error.contains("\"fast\"") && error.contains(Tuning::ENV),
+            "{error}"
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -102,9 +102,13 @@ impl Leftovers {
     }
 
     /// A fresh Caskade store in its own directory, under the default options
-    /// (`SyncPolicy::Always`: every append durable before it returns).
+    /// (`SyncPolicy::Always`: every append durable before it returns) and the engine's
+    /// tuning switches from `CASKADE_ENGINE_TUNING`.
     fn caskade(&mut self, name: &str) -> EventStore {
-        let store = EventStore::open(self.root.path().join(name), Options::default())
+        let mut engine = caskade_engine::Options::default();
+        engine.tuning = common::tuning();
+        let options = Options::default().engine(engine);
+        let store = EventStore::open(self.root.path().join(name), options)
             .expect("opening a fresh event store succeeds");
         self.stores.push(store.clone());
         store

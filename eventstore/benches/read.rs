@@ -73,7 +73,9 @@ fn build_stores() -> Stores {
             .expect("creating a temporary directory succeeds")
     };
     let (caskade_dir, sqlite_dir) = (temp_dir("caskade"), temp_dir("sqlite"));
-    let caskade = EventStore::open(caskade_dir.path(), Options::default())
+    let mut engine = caskade_engine::Options::default();
+    engine.tuning = common::tuning();
+    let caskade = EventStore::open(caskade_dir.path(), Options::default().engine(engine))
         .expect("opening a fresh event store succeeds");
     let mut sqlite = sqlite_peer::open(&sqlite_dir.path().join("events.db"));
 

@@ -58,3 +58,9 @@ pub(crate) fn temp_dir(bench: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("creating a temporary directory succeeds")
 }
+
+/// The engine's tuning switches from `CASKADE_ENGINE_TUNING` (see `caskade_engine::Tuning`),
+/// so a run can measure a mechanism switched off against the same bench with it on.
+pub(crate) fn tuning() -> caskade_engine::Tuning {
+    caskade_engine::Tuning::from_env().unwrap_or_else(|error| panic!("{error}"))
+}

@@ -90,3 +90,9 @@ pub(crate) fn test_mode() -> bool {
     let args: Vec<String> = std::env::args().collect();
     !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
+
+/// The engine's tuning switches from `CASKADE_ENGINE_TUNING` (see `caskade_engine::Tuning`),
+/// so a run can measure a mechanism switched off against the same bench with it on.
+pub(crate) fn tuning() -> caskade_engine::Tuning {
+    caskade_engine::Tuning::from_env().unwrap_or_else(|error| panic!("{error}"))
+}
