@@ -37,18 +37,33 @@ pub(crate) fn write_event_key(key: &mut Vec<u8>, stream: &str, version: StreamVe
     key.extend_from_slice(&version.0.to_be_bytes());
 }
 
+/// Bytes of an event key before the stream name: the prefix and the name's `u16` length.
+const EVENT_KEY_NAME_AT: usize = 1 + 2;
+/// Bytes of an event key after the stream name: the `u64` version.
+const EVENT_KEY_VERSION_LEN: usize = 8;
+
+/// The length of an event key of a stream whose name is `name_len` bytes.
+pub(crate) fn event_key_len_for(name_len: usize) -> usize {
+    EVENT_KEY_NAME_AT + name_len + EVENT_KEY_VERSION_LEN
+}
+
 /// The length of `stream`'s event keys.
 pub(crate) fn event_key_len(stream: &str) -> usize {
-    1 + 2 + stream.len() + 8
+    event_key_len_for(stream.len())
+}
+
+/// The stream name a head key names (the key after its prefix); `None` if it is not UTF-8.
+pub(crate) fn head_key_name(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.get(1..)?).ok()
 }
 
 /// Whether `key` is the event key of `stream` at `version`, without building that key.
 pub(crate) fn is_event_key(key: &[u8], stream: &str, version: StreamVersion) -> bool {
-    let name_end = 3 + stream.len();
-    key.len() == name_end + 8
+    let name_end = EVENT_KEY_NAME_AT + stream.len();
+    key.len() == name_end + EVENT_KEY_VERSION_LEN
         && key[0] == EVENT_PREFIX
         && u16::try_from(stream.len()).is_ok_and(|len| key[1..3] == len.to_be_bytes())
-        && &key[3..name_end] == stream.as_bytes()
+        && &key[EVENT_KEY_NAME_AT..name_end] == stream.as_bytes()
         && key[name_end..] == version.0.to_be_bytes()
 }
 
@@ -60,7 +75,7 @@ pub(crate) fn parse_event_key(key: &[u8]) -> Option<(&str, StreamVersion)> {
     }
     let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
     let rest = &rest[2..];
-    if rest.len() != len + 8 {
+    if rest.len() != len + EVENT_KEY_VERSION_LEN {
         return None;
     }
     let stream = std::str::from_utf8(&rest[..len]).ok()?;

@@ -69,8 +69,7 @@ impl Options {
         if self.max_stream_name_len == 0 || self.max_stream_name_len > 32 * 1024 {
             return invalid("max_stream_name_len must be between 1 and 32768");
         }
-        // An event key is a prefix byte, a u16 name length, the name and a u64 version.
-        if 1 + 2 + self.max_stream_name_len + 8 > self.engine.max_key_size {
+        if crate::format::event_key_len_for(self.max_stream_name_len) > self.engine.max_key_size {
             return invalid("max_stream_name_len must leave room under the engine's max_key_size");
         }
         if self.max_event_size + self.max_stream_name_len + APPEND_OVERHEAD_PER_EVENT

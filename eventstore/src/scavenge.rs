@@ -11,10 +11,10 @@ use caskade_engine::{MergeProgress, MergeReport, WriteBatch};
 
 use crate::error::Result;
 use crate::event::StreamVersion;
-use crate::format::{HEAD_PREFIX, Head, all_key, decode_event, event_key};
+use crate::format::{HEAD_PREFIX, all_key, decode_event, event_key};
 use crate::metadata::StreamState;
 use crate::read::Visibility;
-use crate::store::{EventStore, ExpectedVersion, corrupt};
+use crate::store::{EventStore, ExpectedVersion, corrupt, stored_head};
 
 /// What [`EventStore::scavenge`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,11 +112,10 @@ impl EventStore {
             state.events_examined = report.events_examined;
             state.events_removed = report.events_removed;
             progress(state);
-            let Some(value) = engine.get(&key)? else {
+            let Some((stream, head)) = stored_head(engine, &key)? else {
                 continue;
             };
-            let head = Head::decode(&value).map_err(|reason| corrupt(&key, reason))?;
-            let stream = String::from_utf8_lossy(&key[1..]).into_owned();
+            let stream = stream.to_owned();
             report.streams += 1;
             let visibility = Visibility::of(&head);
             // Retention hides a prefix of the stream: everything before the first event

@@ -27,7 +27,7 @@ use crate::event::{ContentType, EventData, Position, StreamVersion};
 use crate::format::{
     ALL_ENTRY_SPACING, ALL_KEY_LEN, HEAD_FIXED_LEN, HEAD_PREFIX, Head, StoredEvent, all_key,
     decode_event, encoded_event_len, event_key, event_key_len, has_all_entry, head_key,
-    write_event_key,
+    head_key_name, write_event_key,
 };
 use crate::in_flight::InFlightAppends;
 use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
@@ -144,22 +144,14 @@ impl Iterator for Streams {
 
     fn next(&mut self) -> Option<Self::Item> {
         for key in self.keys.by_ref() {
-            let value = match self.engine.get(&key) {
-                Ok(Some(value)) => value,
-                Ok(None) => continue,
+            match stored_head(&self.engine, &key) {
+                Ok(Some((name, head))) => return Some(Ok(info(name, &head))),
+                Ok(None) => {}
                 Err(error) => {
                     self.keys = Vec::new().into_iter();
-                    return Some(Err(error.into()));
+                    return Some(Err(error));
                 }
-            };
-            let head = match Head::decode(&value) {
-                Ok(head) => head,
-                Err(reason) => {
-                    self.keys = Vec::new().into_iter();
-                    return Some(Err(corrupt(&key, reason)));
-                }
-            };
-            return Some(Ok(info(&String::from_utf8_lossy(&key[1..]), &head)));
+            }
         }
         None
     }
@@ -223,6 +215,17 @@ pub(crate) fn corrupt(key: &[u8], reason: &'static str) -> Error {
     }
 }
 
+/// The stream named by the head key `key` and its head, read from `engine`; `None` if the
+/// key has gone since it was listed. Every walk over the stream heads reads them here.
+pub(crate) fn stored_head<'k>(engine: &Bitcask, key: &'k [u8]) -> Result<Option<(&'k str, Head)>> {
+    let Some(value) = engine.get(key)? else {
+        return Ok(None);
+    };
+    let head = Head::decode(&value).map_err(|reason| corrupt(key, reason))?;
+    let name = head_key_name(key).ok_or_else(|| corrupt(key, "stream name is not UTF-8"))?;
+    Ok(Some((name, head)))
+}
+
 impl EventStore {
     /// Opens (or creates) the event store in `dir`.
     ///
@@ -236,15 +239,12 @@ impl EventStore {
         let mut heads = HashMap::new();
         let mut next_position = 0;
         for key in engine.keys_with_prefix(&[HEAD_PREFIX]) {
-            let Some(value) = engine.get(&key)? else {
+            let Some((name, head)) = stored_head(&engine, &key)? else {
                 continue;
             };
-            let head = Head::decode(&value).map_err(|reason| corrupt(&key, reason))?;
             if head.next_version > 0 {
                 next_position = next_position.max(head.last_position + 1);
             }
-            let name = std::str::from_utf8(&key[1..])
-                .map_err(|_| corrupt(&key, "stream name is not UTF-8"))?;
             heads.insert(Arc::from(name), head);
         }
         let (committed, _) = watch::channel(next_position);
