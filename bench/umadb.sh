@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds UmaDB (the peer of `caskade bench`) into bench/.umadb from crates.io and prints the
+# Builds UmaDB (the peer of `caskade-bench`) into bench/.umadb from crates.io and prints the
 # path of its server binary. Nothing here is committed: bench/.umadb is ignored by git.
 #
 # UmaDB's proto crate runs `protoc` at build time, so this points PROTOC at the protoc that

@@ -7,9 +7,14 @@
 //! ([`status`]). [`run`] serves on a listener until a shutdown future completes, then stops
 //! accepting, lets in-flight calls finish, ends live subscriptions, syncs and closes the
 //! store — nothing acknowledged is lost.
+//!
+//! For the tools that talk to a server, [`client`] makes the connection (address, token,
+//! TLS) that `caskade`'s client commands and `caskade-bench` share.
 
+pub mod client;
 mod convert;
 mod limits;
+pub mod process;
 mod services;
 pub mod status;
 

@@ -1,8 +1,6 @@
 //! `caskade`: the server (`caskade serve`), a command-line client in the spirit of
 //! `GoCask`'s `gccli`, and offline tools for a stopped store's data directory.
 
-mod bench;
-
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +11,10 @@ use anyhow::{Context, bail};
 use caskade_engine::{MergeTrigger, SyncPolicy};
 use caskade_eventstore::EventStore;
 use caskade_proto::v1 as pb;
+use caskade_server::client::{ClientConfig, ClientTls, Connection};
+use caskade_server::process::usage_error_line;
 use caskade_server::{ServerConfig, TlsFiles};
 use clap::{Args, Parser, Subcommand};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// gRPC traffic is many small allocations per message (each event's strings and bytes, each
 /// frame); glibc's allocator took about a fifth of the server's time in a `$all` read.
@@ -127,29 +126,6 @@ enum Command {
     },
     /// Print a running server's store sizes.
     Stats,
-    /// Drive a running server with a benchmark suite: durable appends from 1, 16 and 64
-    /// clients, batches of 100 and 1,000, stream and `$all` reads, and live-subscription
-    /// latency. Prints throughput and p50/p99/p99.9 latencies.
-    Bench {
-        /// Concurrent clients for the single-event append runs, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-        clients: Vec<usize>,
-        /// Calls per single-event append run (split across clients), and events in the read
-        /// stream.
-        #[arg(long, default_value_t = 10_000)]
-        events: u64,
-        /// Calls per batched append run (100 and 1,000 events per call). Each call takes
-        /// milliseconds, so a run needs hundreds to outlast the disk's hiccups.
-        #[arg(long, default_value_t = 300)]
-        batch_calls: u64,
-        /// Also run the same workloads against a `UmaDB` server at this address (see
-        /// `bench/umadb.sh`) and print both figures with the ratios.
-        #[arg(long)]
-        umadb: Option<String>,
-        /// Run only these parts of the suite, comma-separated (default: all of them).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<bench::Part>,
-    },
     /// Verify every record of a stopped store; exits non-zero on any problem.
     Check {
         /// The store's data directory.
@@ -181,6 +157,19 @@ struct ClientArgs {
     /// The server name to verify the certificate against, with --tls-ca.
     #[arg(long, global = true, default_value = "localhost")]
     tls_domain: String,
+}
+
+impl ClientArgs {
+    fn config(&self) -> ClientConfig {
+        ClientConfig {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+            tls: self.tls_ca.clone().map(|ca| ClientTls {
+                ca,
+                domain: self.tls_domain.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -361,81 +350,6 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-struct Client {
-    channel: Channel,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-}
-
-pub(crate) type Authed = tonic::service::interceptor::InterceptedService<
-    Channel,
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
->;
-
-impl Client {
-    async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-        let scheme = if args.tls_ca.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.addr))
-            .with_context(|| format!("invalid --addr {:?}", args.addr))?
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(ca) = &args.tls_ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            endpoint = endpoint.tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(pem))
-                    .domain_name(&args.tls_domain),
-            )?;
-        }
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to a Caskade server at {}", args.addr))?;
-        let token = match &args.token {
-            Some(token) => Some(
-                format!("Bearer {token}")
-                    .parse()
-                    .context("the token must be ASCII")?,
-            ),
-            None => None,
-        };
-        Ok(Client { channel, token })
-    }
-
-    fn authed(&self) -> Authed {
-        let token = self.token.clone();
-        tonic::service::interceptor::InterceptedService::new(
-            self.channel.clone(),
-            Box::new(move |mut request: tonic::Request<()>| {
-                if let Some(token) = &token {
-                    request
-                        .metadata_mut()
-                        .insert("authorization", token.clone());
-                }
-                Ok(request)
-            }),
-        )
-    }
-
-    fn streams(&self) -> pb::streams_client::StreamsClient<Authed> {
-        pb::streams_client::StreamsClient::new(self.authed()).max_decoding_message_size(usize::MAX)
-    }
-
-    fn kv(&self) -> pb::kv_client::KvClient<Authed> {
-        pb::kv_client::KvClient::new(self.authed())
-    }
-
-    fn health(&self) -> bench::Health {
-        bench::Health::new(self.authed())
-    }
-
-    fn admin(&self) -> pb::admin_client::AdminClient<Authed> {
-        pb::admin_client::AdminClient::new(self.authed())
-    }
-}
-
 fn expected_version(text: &str) -> anyhow::Result<pb::ExpectedVersion> {
     use pb::expected_version::Kind;
     let kind = match text {
@@ -594,7 +508,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             ))?;
         }
         Command::Scavenge { dir: None } => {
-            let mut progress = Client::connect(client)
+            let mut progress = Connection::connect(&client.config())
                 .await?
                 .admin()
                 .scavenge(pb::ScavengeRequest {})
@@ -638,7 +552,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             ))?;
         }
         Command::Put { key, value } => {
-            Client::connect(client)
+            Connection::connect(&client.config())
                 .await?
                 .kv()
                 .put(pb::PutRequest {
@@ -649,7 +563,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             print_line(&"OK")?;
         }
         Command::Get { key } => {
-            let response = Client::connect(client)
+            let response = Connection::connect(&client.config())
                 .await?
                 .kv()
                 .get(pb::GetRequest {
@@ -662,7 +576,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             }
         }
         Command::Del { key } => {
-            Client::connect(client)
+            Connection::connect(&client.config())
                 .await?
                 .kv()
                 .delete(pb::KvDeleteRequest {
@@ -675,7 +589,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             let request = pb::KeysRequest {
                 prefix: prefix.unwrap_or_default().into_bytes(),
             };
-            let mut keys = Client::connect(client)
+            let mut keys = Connection::connect(&client.config())
                 .await?
                 .kv()
                 .keys(request)
@@ -704,7 +618,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
                     metadata: Vec::new(),
                 }],
             };
-            let response = Client::connect(client)
+            let response = Connection::connect(&client.config())
                 .await?
                 .streams()
                 .append(request)
@@ -738,7 +652,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
                 max_count: count.unwrap_or(0),
                 filter: None,
             };
-            let mut events = Client::connect(client)
+            let mut events = Connection::connect(&client.config())
                 .await?
                 .streams()
                 .read(request)
@@ -764,7 +678,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
                 )),
                 filter: None,
             };
-            let mut messages = Client::connect(client)
+            let mut messages = Connection::connect(&client.config())
                 .await?
                 .streams()
                 .subscribe(request)
@@ -783,7 +697,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             }
         }
         Command::Streams => {
-            let mut messages = Client::connect(client)
+            let mut messages = Connection::connect(&client.config())
                 .await?
                 .streams()
                 .list_streams(pb::ListStreamsRequest {})
@@ -805,7 +719,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             }
         }
         Command::Delete { stream } => {
-            Client::connect(client)
+            Connection::connect(&client.config())
                 .await?
                 .streams()
                 .delete(pb::DeleteRequest {
@@ -816,7 +730,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
             print_line(&"OK")?;
         }
         Command::Merge { dir: None } => {
-            let report = Client::connect(client)
+            let report = Connection::connect(&client.config())
                 .await?
                 .admin()
                 .merge(pb::MergeRequest {})
@@ -832,7 +746,7 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
                 .to_str()
                 .context("the backup directory must be UTF-8")?
                 .to_owned();
-            let report = Client::connect(client)
+            let report = Connection::connect(&client.config())
                 .await?
                 .admin()
                 .backup(pb::BackupRequest { destination })
@@ -843,66 +757,8 @@ async fn client(command: Command, client: &ClientArgs) -> anyhow::Result<ExitCod
                 report.data_files, report.hint_files, report.bytes
             ))?;
         }
-        Command::Bench {
-            clients,
-            events,
-            batch_calls,
-            umadb,
-            only,
-        } => {
-            let parts = if only.is_empty() {
-                &bench::ALL_PARTS[..]
-            } else {
-                &only[..]
-            };
-            if clients.is_empty() || clients.contains(&0) || events == 0 || batch_calls == 0 {
-                bail!(
-                    "--clients needs numbers above 0, and --events and --batch-calls must be \
-                     above 0"
-                );
-            }
-            println!("Caskade at {}", client.addr);
-            let ours = async || -> anyhow::Result<_> {
-                Ok(bench::Client::Caskade(
-                    Client::connect(client).await?.streams(),
-                ))
-            };
-            let peer = umadb.map(|addr| {
-                println!("UmaDB at {addr}");
-                async move || -> anyhow::Result<_> {
-                    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                        .connect()
-                        .await
-                        .with_context(|| format!("cannot connect to UmaDB at {addr}"))?;
-                    Ok(bench::Client::UmaDb(
-                        bench::umadb::dcb_client::DcbClient::new(channel)
-                            .max_decoding_message_size(usize::MAX),
-                    ))
-                }
-            });
-            let compare = peer.is_some();
-            let (ours, theirs) =
-                bench::run_suite(ours, peer, parts, &clients, events, batch_calls).await?;
-            if compare && !ours.is_empty() {
-                bench::compare(&ours, &theirs);
-            }
-            if parts.contains(&bench::Part::Floor) {
-                println!();
-                println!("transport floor (no disk; no append can beat its round trip):");
-                for &clients in &clients {
-                    let figures = bench::transport_floor(
-                        async || Ok(Client::connect(client).await?.health()),
-                        clients,
-                        events,
-                    )
-                    .await?;
-                    let label = if compare { "Caskade  " } else { "" };
-                    println!("{label}{}", figures.line());
-                }
-            }
-        }
         Command::Stats => {
-            let stats = Client::connect(client)
+            let stats = Connection::connect(&client.config())
                 .await?
                 .admin()
                 .stats(pb::StatsRequest {})
@@ -945,76 +801,24 @@ fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One line for the user: a gRPC status by its message, anything else by its chain.
-fn error_line(error: &anyhow::Error) -> String {
-    if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        return format!("error: {} ({:?})", status.message(), status.code());
-    }
-    format!("error: {error:#}")
-}
-
-/// A command-line error as one line, like every other error the CLI prints: clap's message
-/// and its details (the missing arguments, the possible values) without the usage block and
-/// the pointer to `--help` that clap puts on lines of their own.
-fn usage_error_line(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
-    let message: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
-        .filter(|line| !line.is_empty())
-        .collect();
-    format!("{} (see --help)", message.join(" "))
-}
-
-/// mimalloc asks for transparent huge pages on its whole heap (`MADV_HUGEPAGE`), so the first
-/// write to each new 2 MiB of heap faults in a whole huge page at once: 2.4 ms on the
-/// development VM, stalling whichever append's keydir inserts grow the heap (a 1,000-event
-/// append's p99 was 6–8 ms with huge pages, about 2 ms without). Without them the same memory
-/// arrives 4 KiB at a time, spread over the writes that touch it. This is what mimalloc's
-/// `MIMALLOC_ALLOW_THP=0` does, done here so that no one has to remember to set it.
-#[cfg(target_os = "linux")]
-#[expect(
-    unsafe_code,
-    reason = "a plain system call; libc has no safe wrapper for prctl"
-)]
-fn disable_transparent_huge_pages() {
-    // SAFETY: `PR_SET_THP_DISABLE` takes integers only and touches no memory of ours. If it
-    // fails (an old kernel), huge pages stay as they were, which costs only latency.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
-    disable_transparent_huge_pages();
+    caskade_server::process::disable_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // `--help` and `--version`: printed to stdout, exit 0.
         Err(error) if !error.use_stderr() => error.exit(),
         Err(error) => {
-            eprintln!("{}", usage_error_line(&error));
+            eprintln!("{}", usage_error_line(&error.render().to_string()));
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+    caskade_server::process::run(async move {
+        match cli.command {
+            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Check { dir } => check(&dir),
+            command => client(command, &cli.client).await,
         }
-    };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(*args)).map(|()| ExitCode::SUCCESS),
-        Command::Check { dir } => check(&dir),
-        command => runtime.block_on(client(command, &cli.client)),
-    };
-    // Blocking reads still feeding clients that went away must not keep the process alive.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result.unwrap_or_else(|error| {
-        eprintln!("{}", error_line(&error));
-        ExitCode::FAILURE
     })
 }
 

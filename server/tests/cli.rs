@@ -936,13 +936,6 @@ fn sigterm_as_soon_as_the_server_says_it_listens_is_a_clean_stop() -> TestResult
 }
 
 #[test]
-fn bench_refuses_an_unknown_part_with_one_error_line() -> TestResult {
-    let line = fails(&["bench", "--addr", "127.0.0.1:9", "--only", "everything"])?;
-    assert!(line.contains("invalid value 'everything'"), "{line}");
-    Ok(())
-}
-
-#[test]
 fn command_line_errors_are_one_line_naming_the_problem() -> TestResult {
     let line = fails(&["read"])?;
     assert!(line.contains("<STREAM>"), "{line}");
@@ -951,12 +944,6 @@ fn command_line_errors_are_one_line_naming_the_problem() -> TestResult {
     let line = fails(&["serve", "--sync", "sometimes"])?;
     assert!(line.contains("sometimes"), "{line}");
     assert!(run(&["--help"])?.status.success());
-    Ok(())
-}
-
-#[test]
-fn bench_refuses_zero_clients_with_one_error_line() -> TestResult {
-    fails(&["bench", "--addr", "127.0.0.1:9", "--clients", "0"])?;
     Ok(())
 }
 

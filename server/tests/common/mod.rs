@@ -25,13 +25,12 @@ use caskade_proto::v1::admin_client::AdminClient;
 use caskade_proto::v1::kv_client::KvClient;
 use caskade_proto::v1::streams_client::StreamsClient;
 use caskade_server::ServerConfig;
+pub(crate) use caskade_server::client::Authed;
+use caskade_server::client::BearerToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
 
 /// Errors of a test: anything, from any task.
 pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -152,24 +151,6 @@ pub(crate) struct Access {
     pub(crate) tls: Option<ClientTlsConfig>,
 }
 
-/// Adds the bearer token, if any, to every request.
-#[derive(Clone)]
-pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel with the [`Bearer`] interceptor, as the generated clients take it.
-pub(crate) type Authed = InterceptedService<Channel, Bearer>;
-
 /// A connected channel to `addr`.
 pub(crate) async fn channel(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> TestResult<Channel> {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -187,7 +168,7 @@ pub(crate) async fn connect(addr: SocketAddr, access: &Access) -> TestResult<Aut
         Some(token) => Some(format!("Bearer {token}").parse()?),
         None => None,
     };
-    Ok(InterceptedService::new(channel, Bearer(token)))
+    Ok(InterceptedService::new(channel, BearerToken::new(token)))
 }
 
 /// A connected `Streams` client.

@@ -1,5 +1,5 @@
 //! Compiles the vendored `UmaDB` protocol (client side only) with protox, a pure-Rust protobuf
-//! compiler, for `caskade bench`'s side-by-side runs against `UmaDB`.
+//! compiler, for the side-by-side runs against `UmaDB`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/umadb/v1/umadb.proto";

@@ -1,20 +1,74 @@
-//! `caskade bench` as a process against a real server: every workload runs and reports.
+//! `caskade-bench` as a process against a real server, run in this test's process on
+//! `127.0.0.1:0`: every workload runs and reports, and `--only` runs just the parts named.
 
-mod common;
-
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::{TestResult, TestServer, within};
+use caskade_engine::SyncPolicy;
+use caskade_eventstore::{EventStore, Options};
+use caskade_server::ServerConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-/// Runs `caskade bench` against `server` with `args`; returns what it printed once it has
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long the bench or the server's shutdown may take before the test fails; only fires
+/// when something is wrong.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server running in a task of the test's runtime, with a handle on its store.
+struct Server {
+    addr: SocketAddr,
+    store: EventStore,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), caskade_server::Error>>,
+}
+
+impl Server {
+    /// Opens a store in `dir` (no syncing: durability is not what is checked) and serves it
+    /// on `127.0.0.1:0`.
+    async fn start(dir: &Path) -> TestResult<Server> {
+        let mut engine = caskade_engine::Options::default();
+        engine.sync = SyncPolicy::Never;
+        let store = EventStore::open(dir, Options::default().engine(engine))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(caskade_server::run(
+            listener,
+            store.clone(),
+            ServerConfig::default(),
+            async move {
+                let _ = signal.await;
+            },
+        ));
+        Ok(Server {
+            addr,
+            store,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Shuts the server down and waits for `run` to return `Ok`.
+    async fn stop(self) -> TestResult {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(TIMEOUT, self.task).await???;
+        Ok(())
+    }
+}
+
+/// Runs `caskade-bench` against `server` with `args`; returns what it printed once it has
 /// succeeded.
-async fn bench(server: &TestServer, args: &[&str]) -> TestResult<String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade"));
+async fn bench(server: &Server, args: &[&str]) -> TestResult<String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade-bench"));
     command
-        .args(["bench", "--addr", &server.addr().to_string()])
+        .args(["--addr", &server.addr.to_string()])
         .args(args);
-    let output = within(
-        "caskade bench",
+    let output = tokio::time::timeout(
+        TIMEOUT,
         tokio::task::spawn_blocking(move || command.output()),
     )
     .await???;
@@ -30,7 +84,7 @@ async fn bench(server: &TestServer, args: &[&str]) -> TestResult<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
+    let server = Server::start(dir.path()).await?;
     let stdout = bench(
         &server,
         &["--clients", "1,3", "--events", "60", "--batch-calls", "2"],
@@ -42,7 +96,7 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
     let mut lines: Vec<&str> = suite.lines().collect();
     assert_eq!(
         lines.first(),
-        Some(&format!("Caskade at {}", server.addr()).as_str()),
+        Some(&format!("Caskade at {}", server.addr).as_str()),
         "{stdout}"
     );
     lines.remove(0);
@@ -92,7 +146,7 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_runs_only_the_parts_asked_for() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
+    let server = Server::start(dir.path()).await?;
     let stdout = bench(&server, &["--only", "batch1000", "--batch-calls", "3"]).await?;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -106,11 +160,7 @@ async fn bench_runs_only_the_parts_asked_for() -> TestResult {
         "{figures}"
     );
     // Three calls of 1,000 events, every one of them stored.
-    let stats = Command::new(env!("CARGO_BIN_EXE_caskade"))
-        .args(["stats", "--addr", &server.addr().to_string()])
-        .output()?;
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout)?;
-    assert_eq!(stats["committed_position"], 3000, "{stats}");
+    assert_eq!(server.store.committed_position().0, 3000);
     server.stop().await?;
     Ok(())
 }

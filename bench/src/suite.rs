@@ -1,0 +1,129 @@
+//! The suite: which workloads run, in which order, against our server and the peer.
+
+use crate::client::Client;
+use crate::figures::Figures;
+use crate::workloads::{appends, read_all, read_stream, subscribe};
+
+/// A part of the suite, as named on `caskade bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Single-event appends, once per `--clients` count.
+    Append,
+    /// Appends of 100 events per call.
+    Batch100,
+    /// Appends of 1,000 events per call.
+    Batch1000,
+    /// Reading one whole stream.
+    ReadStream,
+    /// Reading `$all` from the start.
+    ReadAll,
+    /// Send-to-subscriber latency, beside the same appends' round trips.
+    Subscribe,
+    /// The transport floor: health checks, once per `--clients` count.
+    Floor,
+}
+
+/// Every part, in the order the suite runs them.
+pub(crate) const ALL_PARTS: [Part; 7] = [
+    Part::Append,
+    Part::Batch100,
+    Part::Batch1000,
+    Part::ReadStream,
+    Part::ReadAll,
+    Part::Subscribe,
+    Part::Floor,
+];
+
+/// One workload of the suite.
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    Appends {
+        clients: usize,
+        batch: u64,
+        calls: u64,
+    },
+    ReadStream,
+    ReadAll,
+    Subscribe,
+}
+
+impl Workload {
+    async fn run(
+        self,
+        connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
+        run: &str,
+        events: u64,
+    ) -> anyhow::Result<Vec<Figures>> {
+        let figures = match self {
+            Workload::Appends {
+                clients,
+                batch,
+                calls,
+            } => appends(connect, run, clients, calls, batch).await?,
+            Workload::ReadStream => read_stream(&mut connect().await?, run, events).await?,
+            Workload::ReadAll => read_all(&mut connect().await?).await?,
+            Workload::Subscribe => return subscribe(connect, run, events.min(5000)).await,
+        };
+        Ok(vec![figures])
+    }
+}
+
+/// The whole suite against our server and, if given, the peer, printed as it goes. With a
+/// peer, each workload runs against both before the next starts, so both meet the disk and
+/// the machine in the same state. Returns our figures and the peer's.
+pub(crate) async fn run_suite(
+    ours: impl AsyncFn() -> anyhow::Result<Client> + Sync,
+    peer: Option<impl AsyncFn() -> anyhow::Result<Client> + Sync>,
+    parts: &[Part],
+    clients: &[usize],
+    events: u64,
+    batch_calls: u64,
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>)> {
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let mut workloads = Vec::new();
+    for part in ALL_PARTS.into_iter().filter(|part| parts.contains(part)) {
+        match part {
+            Part::Append => workloads.extend(clients.iter().map(|&clients| Workload::Appends {
+                clients,
+                batch: 1,
+                calls: events,
+            })),
+            Part::Batch100 => workloads.push(Workload::Appends {
+                clients: 1,
+                batch: 100,
+                calls: batch_calls,
+            }),
+            Part::Batch1000 => workloads.push(Workload::Appends {
+                clients: 1,
+                batch: 1000,
+                calls: batch_calls,
+            }),
+            Part::ReadStream => workloads.push(Workload::ReadStream),
+            Part::ReadAll => workloads.push(Workload::ReadAll),
+            Part::Subscribe => workloads.push(Workload::Subscribe),
+            // Run by the caller, against our server only: the peer's health service is
+            // not what is being compared.
+            Part::Floor => {}
+        }
+    }
+    let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
+    for workload in workloads {
+        let label = if peer.is_some() { "Caskade  " } else { "" };
+        for figures in workload.run(&ours, &run, events).await? {
+            println!("{label}{}", figures.line());
+            our_figures.push(figures);
+        }
+        if let Some(peer) = &peer {
+            for figures in workload.run(peer, &run, events).await? {
+                println!("UmaDB    {}", figures.line());
+                peer_figures.push(figures);
+            }
+        }
+    }
+    Ok((our_figures, peer_figures))
+}
