@@ -137,6 +137,25 @@ fn map(file: &File, capacity: u64) -> io::Result<Mmap> {
     unsafe { MmapOptions::new().len(capacity).map(file) }
 }
 
+/// Maps the whole hint file of data file `id` for reading; `None` if it is empty (an empty
+/// mapping cannot be made, and an empty hint file never verifies).
+#[expect(
+    unsafe_code,
+    reason = "memory-mapping a file is unsafe; the invariant is stated here"
+)]
+pub(crate) fn map_hint(dir: &Path, id: FileId) -> io::Result<Option<Mmap>> {
+    let file = File::open(hint_path(dir, id))?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the mapping is read-only. A hint file is written under a temporary name,
+    // synced and renamed, and never written again; it is removed only by a merge or at
+    // open, neither of which runs while recovery holds the directory lock, which keeps other
+    // Caskade processes out. The mapping is as long as the file, so no page past its end is
+    // touched.
+    unsafe { Mmap::map(&file) }.map(Some)
+}
+
 impl DataFile {
     /// Creates a new, empty data file holding only its header and syncs it. The caller
     /// syncs the directory.

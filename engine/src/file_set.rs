@@ -1,13 +1,22 @@
 //! The set of open data files, and how one record changes the keydir and the files' live and
 //! dead byte counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::data_file::{DataFile, FileId};
 use crate::error::Result;
 use crate::format::{RecordKind, record_len};
-use crate::keydir::{KeyDir, ValueLocation};
+use crate::keydir::{KeyDir, LoadBuffers, ValueLocation};
+
+/// Bytes a load thread counted: records of the file loaded, added live or dead, and records
+/// of earlier files moved from live to dead, by file.
+#[derive(Default)]
+struct ByteTally {
+    live: u64,
+    dead: u64,
+    killed: HashMap<FileId, u64, foldhash::fast::RandomState>,
+}
 
 /// The data files of a store by id. The newest is the active file.
 #[derive(Default, Clone)]
@@ -89,6 +98,47 @@ impl FileSet {
         let replaced = keydir.update_all(&updates)?;
         for (change, replaced) in changes.iter().zip(replaced) {
             self.account(change, replaced);
+        }
+        Ok(())
+    }
+
+    /// Applies the updates of file `file_id` that [`KeyDir::prepare`] put in `buffers`, as
+    /// [`FileSet::apply_all`] would apply them as changes, on up to `threads` threads (see
+    /// [`KeyDir::apply_prepared`]); for start-up only. Each thread tallies the byte counts
+    /// per file, which are added once at the end.
+    pub(crate) fn apply_prepared(
+        &self,
+        keydir: &KeyDir,
+        buffers: &LoadBuffers,
+        file_id: FileId,
+        threads: usize,
+    ) -> Result<()> {
+        let tallies = keydir.apply_prepared(
+            buffers,
+            threads,
+            |tally: &mut ByteTally, key_len, location, replaced| {
+                match location {
+                    Some(location) => {
+                        tally.live += record_len(key_len, location.value_len as usize) as u64;
+                    }
+                    None => tally.dead += record_len(key_len, 0) as u64,
+                }
+                if let Some(old) = replaced {
+                    *tally.killed.entry(old.file_id).or_default() +=
+                        record_len(key_len, old.value_len as usize) as u64;
+                }
+            },
+        )?;
+        for tally in tallies {
+            if let Some(file) = self.get(file_id) {
+                file.add_live(tally.live);
+                file.add_dead(tally.dead);
+            }
+            for (id, killed) in tally.killed {
+                if let Some(file) = self.get(id) {
+                    file.kill(killed);
+                }
+            }
         }
         Ok(())
     }

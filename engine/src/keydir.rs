@@ -240,6 +240,39 @@ fn shard_index(hash: u64) -> usize {
     (hash >> SHARD_SHIFT) as usize & (SHARD_COUNT - 1)
 }
 
+/// Updates sorted by shard for [`KeyDir::apply_prepared`]; kept from one load to the next,
+/// so that loading file after file does not fault fresh pages in for each.
+#[derive(Default)]
+pub(crate) struct LoadBuffers {
+    batches: Vec<LoadBatch>,
+}
+
+/// One shard's part of a load: its updates in order, their keys back to back.
+#[derive(Default)]
+struct LoadBatch {
+    keys: Vec<u8>,
+    updates: Vec<LoadUpdate>,
+}
+
+struct LoadUpdate {
+    /// The low 32 bits of the key's hash.
+    hash: u32,
+    /// Where the key ends in [`LoadBatch::keys`]; it starts where the one before ends.
+    key_end: usize,
+    location: Option<ValueLocation>,
+}
+
+impl LoadBatch {
+    fn push(&mut self, hash: u32, key: &[u8], location: Option<ValueLocation>) {
+        self.keys.extend_from_slice(key);
+        self.updates.push(LoadUpdate {
+            hash,
+            key_end: self.keys.len(),
+            location,
+        });
+    }
+}
+
 /// Hidden entries inserted under one shard lock, added to [`KeyDir::hidden`] when dropped:
 /// before the lock is released, so `len` never counts them as live, and even when an insert
 /// panics, so that revealing the entries marked handled never takes back more than was added.
@@ -372,6 +405,89 @@ impl KeyDir {
             outcome?;
         }
         Ok(())
+    }
+
+    /// Makes room for about `keys` more keys spread over the shards, so loading them grows
+    /// no table (each growth rehashes the whole shard).
+    pub(crate) fn reserve(&self, keys: usize) {
+        // Keys spread evenly over the shards by hash; a little slack covers the spread.
+        let per_shard = keys / SHARD_COUNT + keys / SHARD_COUNT / 16 + 16;
+        for shard in &self.shards {
+            shard
+                .write()
+                .table
+                .reserve(per_shard, |slot| table_hash(slot.hash));
+        }
+    }
+
+    /// Sorts `updates` (a location puts, `None` removes) into `buffers` for
+    /// [`KeyDir::apply_prepared`]: a batch per shard, in order, each key copied next to the
+    /// others of its shard, so that applying them reads memory in order rather than from all
+    /// over the caller's. Touches no shard, so it can run on another thread while an earlier
+    /// load is applied.
+    pub(crate) fn prepare<'k>(
+        &self,
+        buffers: &mut LoadBuffers,
+        updates: impl IntoIterator<Item = (&'k [u8], Option<ValueLocation>)>,
+    ) {
+        buffers.batches.resize_with(SHARD_COUNT, LoadBatch::default);
+        for batch in &mut buffers.batches {
+            batch.keys.clear();
+            batch.updates.clear();
+        }
+        for (key, location) in updates {
+            let hash = self.hasher.hash_one(key);
+            buffers.batches[shard_index(hash)].push(hash as u32, key, location);
+        }
+    }
+
+    /// Applies the updates [`KeyDir::prepare`] put in `buffers` on up to `threads` threads,
+    /// each taking whole shards. A key's updates all fall in one shard and are applied there
+    /// in order, so the outcome is the same as applying them one by one.
+    ///
+    /// Each thread calls `applied` with its own tally (this returns one per thread), the
+    /// key's length, the update's location and where the key pointed before; a tally per
+    /// thread keeps the threads from sharing a counter per update. For start-up, before any
+    /// reader exists: the order in which different keys become visible is not kept.
+    pub(crate) fn apply_prepared<T: Default + Send>(
+        &self,
+        buffers: &LoadBuffers,
+        threads: usize,
+        applied: impl Fn(&mut T, usize, Option<ValueLocation>, Option<ValueLocation>) + Sync,
+    ) -> Result<Vec<T>> {
+        let threads = threads.clamp(1, SHARD_COUNT);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|worker| {
+                    let (batches, applied) = (&buffers.batches, &applied);
+                    scope.spawn(move || -> Result<T> {
+                        let mut tally = T::default();
+                        for (shard_number, batch) in
+                            batches.iter().enumerate().skip(worker).step_by(threads)
+                        {
+                            let mut shard = self.shards[shard_number].write();
+                            let mut key_start = 0;
+                            for update in &batch.updates {
+                                let key = &batch.keys[key_start..update.key_end];
+                                key_start = update.key_end;
+                                let replaced = match update.location {
+                                    Some(location) => {
+                                        shard.upsert(update.hash, key, location, false)?
+                                    }
+                                    None => shard.remove(update.hash, key),
+                                };
+                                applied(&mut tally, key.len(), update.location, replaced);
+                            }
+                        }
+                        Ok(tally)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("a keydir load thread panicked"))
+                .collect()
+        })
     }
 
     /// Counts `count` hidden entries as live: their records have been published.
@@ -515,6 +631,50 @@ mod tests {
         );
         keydir.update_all(&updates).unwrap();
         assert_eq!(keydir.len(), 200);
+    }
+
+    #[test]
+    fn a_parallel_load_ends_as_the_same_updates_applied_in_order() {
+        // 3,000 keys, each updated several times, some deleted and put again: every key's
+        // updates must land in order whatever thread applies its shard.
+        let keys: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
+        let mut updates: Vec<(&[u8], Option<ValueLocation>)> = Vec::new();
+        for round in 0..5u32 {
+            for (i, key) in keys.iter().enumerate() {
+                let i = i as u32;
+                let deleted = (i + round).is_multiple_of(7);
+                updates.push((key, (!deleted).then(|| location(round + 1, i * 8))));
+            }
+        }
+        let sequential = KeyDir::new();
+        let expected = sequential.update_all(&updates).unwrap();
+        for threads in [1, 2, 3, 64, 100] {
+            let loaded = KeyDir::new();
+            loaded.reserve(keys.len());
+            let mut buffers = LoadBuffers::default();
+            loaded.prepare(&mut buffers, updates.iter().copied());
+            let tallies = loaded
+                .apply_prepared(&buffers, threads, |tally: &mut Vec<_>, _, new, old| {
+                    tally.push((new, old));
+                })
+                .unwrap();
+            // Every update's location with the one it replaced, in some order.
+            let mut seen: Vec<_> = tallies.into_iter().flatten().collect();
+            let mut wanted: Vec<_> = updates.iter().map(|u| u.1).zip(expected.clone()).collect();
+            let order = |pair: &(Option<ValueLocation>, Option<ValueLocation>)| {
+                let key = |l: Option<ValueLocation>| l.map(|l| (l.file_id.0, l.offset));
+                (key(pair.0), key(pair.1))
+            };
+            seen.sort_by_key(order);
+            wanted.sort_by_key(order);
+            assert_eq!(seen, wanted, "{threads} threads");
+            assert_eq!(loaded.len(), sequential.len(), "{threads} threads");
+            for key in &keys {
+                assert_eq!(loaded.get(key), sequential.get(key), "{threads} threads");
+            }
+        }
     }
 
     #[test]

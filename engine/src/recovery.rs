@@ -26,15 +26,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
-use crate::data_file::{DataFile, EntryKind, FileId, classify, data_path, hint_path, sync_dir};
+use crate::data_file::{
+    DataFile, EntryKind, FileId, classify, data_path, hint_path, map_hint, sync_dir,
+};
 use crate::error::{Corruption, Error, Result};
 use crate::file_set::{Change, FileSet};
-use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind, HeaderError, decode_hint};
-use crate::keydir::KeyDir;
-use crate::scan::{is_runway, lost_sectors, next_valid_record, scan_units};
+use crate::format::{
+    FILE_HEADER_LEN, FileHeader, FileKind, HINT_FOOTER_LEN, HeaderError, decode_hint_checksum,
+};
+use crate::keydir::{KeyDir, LoadBuffers};
+use crate::scan::{ScanError, is_runway, lost_sectors, next_valid_record, scan_units};
 
 /// What recovery found and did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,40 +165,14 @@ pub(crate) fn recover(dir: &Path, max_file_size: u64) -> Result<Recovered> {
         });
     };
 
-    for &id in sealed {
-        let len = fs::metadata(data_path(dir, id))?.len();
-        if len < FILE_HEADER_LEN as u64 {
-            return Err(Error::Corrupt {
-                file_id: id,
-                offset: 0,
-                reason: Corruption::BadHeader,
-            });
-        }
-        let file = Arc::new(DataFile::open(dir, id, len, len, false)?);
-        check_header(id, file.bytes())?;
-        files.insert(Arc::clone(&file));
-        if listing.hints.contains(&id) && load_hint(dir, &file, &files, &keydir)? {
-            file.set_has_hint(true);
-            report.hint_files_used += 1;
-            continue;
-        }
-        report.data_files_scanned += 1;
-        let mut result = Ok(());
-        scan_units(file.bytes(), FILE_HEADER_LEN as u64, |ops, framing| {
-            file.add_dead(framing);
-            for op in ops {
-                if result.is_ok() {
-                    result = files.apply(&keydir, &change(id, op));
-                }
-            }
-        })
-        .map_err(|e| Error::Corrupt {
-            file_id: id,
-            offset: e.offset,
-            reason: e.reason,
-        })?;
-        result?;
-    }
+    recover_sealed(
+        dir,
+        sealed,
+        &listing.hints,
+        &keydir,
+        &mut files,
+        &mut report,
+    )?;
 
     let active = recover_active(
         dir,
@@ -216,6 +195,28 @@ pub(crate) fn recover(dir: &Path, max_file_size: u64) -> Result<Recovered> {
     })
 }
 
+/// The entries the hint files of `sealed` say they hold, read from their footers alone:
+/// only a size for the keydir, so a hint that turns out not to verify costs nothing here.
+fn hinted_entries(dir: &Path, sealed: &[FileId], hints: &BTreeSet<FileId>) -> usize {
+    let footer_count = |id: FileId| -> std::io::Result<u64> {
+        let file = fs::File::open(hint_path(dir, id))?;
+        let len = file.metadata()?.len();
+        let mut count = [0u8; 8];
+        // The footer: data_len (8 bytes), entry_count (8), crc (4).
+        let at = len
+            .checked_sub(HINT_FOOTER_LEN as u64)
+            .ok_or(std::io::ErrorKind::InvalidData)?;
+        file.read_exact_at(&mut count, at + 8)?;
+        Ok(u64::from_le_bytes(count))
+    };
+    sealed
+        .iter()
+        .filter(|id| hints.contains(id))
+        .filter_map(|&id| footer_count(id).ok())
+        .map(|count| usize::try_from(count).unwrap_or(0))
+        .fold(0usize, usize::saturating_add)
+}
+
 fn change<'a>(file_id: FileId, op: &crate::scan::Op<'a>) -> Change<'a> {
     Change {
         kind: op.record.kind,
@@ -227,33 +228,172 @@ fn change<'a>(file_id: FileId, op: &crate::scan::Op<'a>) -> Change<'a> {
     }
 }
 
-/// Applies a sealed file's hint file; `false` (nothing applied) if it cannot be trusted.
-fn load_hint(dir: &Path, file: &DataFile, files: &FileSet, keydir: &KeyDir) -> Result<bool> {
-    let bytes = fs::read(hint_path(dir, file.id()))?;
-    let hint = match decode_hint(&bytes) {
-        Ok(hint) if hint.file_id == file.id().0 && hint.data_len == file.len() => hint,
-        Ok(_) | Err(_) => {
-            tracing::warn!(file_id = %file.id(), "hint file does not verify; scanning the data file");
-            return Ok(false);
+/// Loads the sealed files, in order: each from its hint file if that verifies, else by
+/// scanning it.
+fn recover_sealed(
+    dir: &Path,
+    sealed: &[FileId],
+    hints: &BTreeSet<FileId>,
+    keydir: &KeyDir,
+    files: &mut FileSet,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    // Sized up front from the hint files' entry counts, so loading them grows no table.
+    keydir.reserve(hinted_entries(dir, sealed, hints));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| -> Result<()> {
+        // A thread reads, verifies and sorts the next hint file while this one's updates are
+        // applied (see `prepare_hints`); two sets of buffers go back and forth between them.
+        let (ready, prepared) = mpsc::sync_channel(1);
+        let (spare, spares) = mpsc::channel();
+        for _ in 0..2 {
+            let _ = spare.send(LoadBuffers::default());
         }
-    };
-    for entry in hint.entries() {
-        files.apply(
-            keydir,
-            &Change {
-                kind: entry.kind,
-                key: entry.key,
-                file_id: file.id(),
-                offset: entry.offset,
-                value_len: entry.value_len,
-                timestamp_micros: entry.timestamp_micros,
-            },
-        )?;
+        scope.spawn(move || prepare_hints(dir, sealed, hints, keydir, &spares, &ready));
+        // Buffers for scanning the files whose hints cannot be used.
+        let mut unused_buffers: Vec<LoadBuffers> = Vec::new();
+        for &id in sealed {
+            let len = fs::metadata(data_path(dir, id))?.len();
+            if len < FILE_HEADER_LEN as u64 {
+                return Err(Error::Corrupt {
+                    file_id: id,
+                    offset: 0,
+                    reason: Corruption::BadHeader,
+                });
+            }
+            let file = Arc::new(DataFile::open(dir, id, len, len, false)?);
+            check_header(id, file.bytes())?;
+            files.insert(Arc::clone(&file));
+            let hint: PreparedHint = prepared
+                .recv()
+                .map_err(|_| Error::Io(std::io::Error::other("the hint-reading thread stopped")))?;
+            debug_assert_eq!(hint.file_id, id);
+            match hint.buffers? {
+                Some(buffers) if hint.data_len == len => {
+                    files.apply_prepared(keydir, &buffers, id, threads)?;
+                    // Framing bytes are not in the hint; count everything unaccounted for
+                    // as dead.
+                    let accounted = file.live_bytes() + file.dead_bytes() + FILE_HEADER_LEN as u64;
+                    file.add_dead(file.len().saturating_sub(accounted));
+                    file.set_has_hint(true);
+                    report.hint_files_used += 1;
+                    let _ = spare.send(buffers);
+                    continue;
+                }
+                Some(buffers) => {
+                    tracing::warn!(file_id = %id, "hint file does not describe its data file; scanning the data file");
+                    let _ = spare.send(buffers);
+                }
+                None => {}
+            }
+            report.data_files_scanned += 1;
+            let mut buffers = unused_buffers.pop().unwrap_or_default();
+            let scanned = scan_into(&file, files, keydir, &mut buffers, threads)?;
+            unused_buffers.push(buffers);
+            scanned.map_err(|e| Error::Corrupt {
+                file_id: id,
+                offset: e.offset,
+                reason: e.reason,
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Scans `file` and applies the units it finds whole, in order, on up to `threads` threads;
+/// returns where the scan stopped early, if it did (everything before is applied).
+fn scan_into(
+    file: &DataFile,
+    files: &FileSet,
+    keydir: &KeyDir,
+    buffers: &mut LoadBuffers,
+    threads: usize,
+) -> Result<std::result::Result<u64, ScanError>> {
+    let id = file.id();
+    let mut changes = Vec::new();
+    let scanned = scan_units(file.bytes(), FILE_HEADER_LEN as u64, |ops, framing| {
+        file.add_dead(framing);
+        changes.extend(ops.iter().map(|op| change(id, op).keydir_update()));
+    });
+    keydir.prepare(buffers, changes);
+    files.apply_prepared(keydir, buffers, id, threads)?;
+    Ok(scanned)
+}
+
+/// A sealed file's hint, read, verified and sorted by keydir shard.
+struct PreparedHint {
+    file_id: FileId,
+    /// The data file length the hint describes.
+    data_len: u64,
+    /// The sorted updates; `None` if the file has no hint or its hint does not verify (the
+    /// data file is scanned instead).
+    buffers: Result<Option<LoadBuffers>>,
+}
+
+/// The hint-reading thread of recovery: for each sealed file in order, reads its hint file
+/// (if it has one), verifies it, and sorts its entries into buffers taken from `spares`,
+/// then hands them over in `ready`. Stops when recovery stops listening.
+fn prepare_hints(
+    dir: &Path,
+    sealed: &[FileId],
+    hints: &BTreeSet<FileId>,
+    keydir: &KeyDir,
+    spares: &mpsc::Receiver<LoadBuffers>,
+    ready: &mpsc::SyncSender<PreparedHint>,
+) {
+    // Buffers taken but not handed over (a hint that did not verify), for the next file.
+    let mut unused: Option<LoadBuffers> = None;
+    for &id in sealed {
+        let mut prepared = PreparedHint {
+            file_id: id,
+            data_len: 0,
+            buffers: Ok(None),
+        };
+        if hints.contains(&id) {
+            let Some(mut buffers) = unused.take().or_else(|| spares.recv().ok()) else {
+                return;
+            };
+            let verified = map_hint(dir, id).map(|bytes| {
+                let body = decode_hint_checksum(bytes.as_deref()?).ok()?;
+                if body.file_id != id.0 {
+                    return None;
+                }
+                // The entries are checked as they are sorted; a bad one voids the lot.
+                let mut malformed = false;
+                let updates = body.parse().map_while(|entry| {
+                    let entry = entry.map_err(|_| malformed = true).ok()?;
+                    let change = Change {
+                        kind: entry.kind,
+                        key: entry.key,
+                        file_id: id,
+                        offset: entry.offset,
+                        value_len: entry.value_len,
+                        timestamp_micros: entry.timestamp_micros,
+                    };
+                    Some(change.keydir_update())
+                });
+                keydir.prepare(&mut buffers, updates);
+                (!malformed).then_some(body.data_len)
+            });
+            match verified {
+                Ok(Some(data_len)) => {
+                    prepared.data_len = data_len;
+                    prepared.buffers = Ok(Some(buffers));
+                }
+                Ok(None) => {
+                    tracing::warn!(file_id = %id, "hint file does not verify; scanning the data file");
+                    unused = Some(buffers);
+                }
+                Err(error) => {
+                    prepared.buffers = Err(error.into());
+                    unused = Some(buffers);
+                }
+            }
+        }
+        if ready.send(prepared).is_err() {
+            return;
+        }
     }
-    // Framing bytes are not in the hint; count everything unaccounted for as dead.
-    let accounted = file.live_bytes() + file.dead_bytes() + FILE_HEADER_LEN as u64;
-    file.add_dead(file.len().saturating_sub(accounted));
-    Ok(true)
 }
 
 fn recover_active(
@@ -288,16 +428,8 @@ fn recover_active(
     files.insert(Arc::clone(&active));
     // Units before a failure are whole and valid, so they are applied as the scan finds them;
     // if the failure turns out to be corruption the open fails and the keydir is dropped.
-    let mut result = Ok(());
-    let scanned = scan_units(active.bytes(), FILE_HEADER_LEN as u64, |ops, framing| {
-        active.add_dead(framing);
-        for op in ops {
-            if result.is_ok() {
-                result = files.apply(keydir, &change(id, op));
-            }
-        }
-    });
-    result?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let scanned = scan_into(&active, files, keydir, &mut LoadBuffers::default(), threads)?;
     if let Err(error) = scanned {
         if is_runway(active.bytes(), error.unit_offset) {
             tracing::debug!(file_id = %id, offset = error.unit_offset,

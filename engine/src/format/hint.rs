@@ -169,6 +169,32 @@ fn parse_entry(buf: &[u8]) -> Option<(HintEntry<'_>, usize)> {
 
 /// Verifies a whole hint file and gives access to its entries.
 pub fn decode_hint(buf: &[u8]) -> Result<Hint<'_>, HintError> {
+    let body = decode_hint_checksum(buf)?;
+    for entry in body.parse() {
+        entry?;
+    }
+    Ok(Hint {
+        file_id: body.file_id,
+        data_len: body.data_len,
+        entries: body.entries,
+    })
+}
+
+/// A hint file whose header and checksum have been verified, its entries not yet parsed:
+/// [`HintBody::parse`] checks them as it hands them out, for a reader that would rather not
+/// walk the entries twice.
+#[derive(Debug, Clone, Copy)]
+pub struct HintBody<'a> {
+    /// The id of the data file described.
+    pub file_id: u32,
+    /// The length of the data file described.
+    pub data_len: u64,
+    entry_count: u64,
+    entries: &'a [u8],
+}
+
+/// Verifies a hint file's header and checksum; see [`HintBody`].
+pub fn decode_hint_checksum(buf: &[u8]) -> Result<HintBody<'_>, HintError> {
     let header = FileHeader::decode(FileKind::Hint, buf).map_err(HintError::Header)?;
     if buf.len() < FILE_HEADER_LEN + HINT_FOOTER_LEN {
         return Err(HintError::Truncated);
@@ -178,24 +204,37 @@ pub fn decode_hint(buf: &[u8]) -> Result<Hint<'_>, HintError> {
         return Err(HintError::Checksum);
     }
     let footer_at = buf.len() - HINT_FOOTER_LEN;
-    let data_len = u64_at(buf, footer_at);
-    let entry_count = u64_at(buf, footer_at + 8);
-    let entries = &buf[FILE_HEADER_LEN..footer_at];
-    let mut rest = entries;
-    let mut seen = 0u64;
-    while !rest.is_empty() {
-        let (_, len) = parse_entry(rest).ok_or(HintError::Malformed)?;
-        rest = &rest[len..];
-        seen += 1;
-    }
-    if seen != entry_count {
-        return Err(HintError::Malformed);
-    }
-    Ok(Hint {
+    Ok(HintBody {
         file_id: header.file_id,
-        data_len,
-        entries,
+        data_len: u64_at(buf, footer_at),
+        entry_count: u64_at(buf, footer_at + 8),
+        entries: &buf[FILE_HEADER_LEN..footer_at],
     })
+}
+
+impl<'a> HintBody<'a> {
+    /// The entries in data-file order, each parsed as it is reached. A malformed entry, or
+    /// entries that do not add up to the footer's count, end the iteration with
+    /// [`HintError::Malformed`]: a caller that stops at the first error and has seen no error
+    /// by the end has seen exactly the entries [`decode_hint`] would give.
+    pub fn parse(&self) -> impl Iterator<Item = Result<HintEntry<'a>, HintError>> + 'a {
+        let mut rest = self.entries;
+        let mut left = Some(self.entry_count);
+        std::iter::from_fn(move || {
+            let count = left?;
+            if rest.is_empty() {
+                left = None;
+                return (count != 0).then_some(Err(HintError::Malformed));
+            }
+            let Some((entry, len)) = parse_entry(rest).filter(|_| count > 0) else {
+                left = None;
+                return Some(Err(HintError::Malformed));
+            };
+            rest = &rest[len..];
+            left = Some(count - 1);
+            Some(Ok(entry))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ mod record;
 
 pub use header::{FILE_HEADER_LEN, FileHeader, FileKind, FormatVersion, HeaderError};
 pub use hint::{
-    HINT_ENTRY_HEADER_LEN, HINT_FOOTER_LEN, Hint, HintEntry, HintError, HintWriter, decode_hint,
+    HINT_ENTRY_HEADER_LEN, HINT_FOOTER_LEN, Hint, HintBody, HintEntry, HintError, HintWriter,
+    decode_hint, decode_hint_checksum,
 };
 pub use record::{
     BATCH_BEGIN_VALUE_LEN, BatchBegin, DecodeError, RECORD_HEADER_LEN, RecordKind, RecordView,
