@@ -23,6 +23,13 @@
 //!   recreated empty, and reported as a torn tail at offset 0.
 //! - Leftover temporary files (an interrupted merge, hint or backup) are removed; so are hint
 //!   files whose data file is gone.
+//!
+//! Loading runs on every core. The keydir's shards are sized from the hint files' entry
+//! counts before anything is loaded. While one file's updates are applied, shard by shard on
+//! one thread per core, another thread reads, checksums and sorts the next hint file by
+//! shard. Every update of a key falls in the key's shard and is applied there in file
+//! order, files one after another, so the keydir ends as if every record were replayed one
+//! by one.
 
 use std::collections::BTreeSet;
 use std::fs;
