@@ -6,8 +6,9 @@ use crate::event::StreamVersion;
 /// Errors returned by the event store.
 ///
 /// Expected outcomes a caller reacts to (`WrongExpectedVersion`, `StreamDeleted`, the
-/// invalid-input variants) are distinct from failures of the machine (`Engine`), so callers
-/// can retry or correct the first and alert on the second. Every failed call changes nothing.
+/// invalid-input variants, the key-value space's and the options' too) are distinct from
+/// failures of the machine (`Engine`), so callers can retry or correct the first and alert on
+/// the second. Every failed call changes nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -156,9 +157,62 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// The storage engine failed (I/O, corruption, a closed or poisoned store).
+    /// A key-value key that is empty.
+    #[error("keys must not be empty")]
+    EmptyKey,
+
+    /// A key-value key longer than the engine's maximum (less the key-value prefix).
+    #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+
+    /// A key-value value longer than the engine's maximum.
+    #[error("value of {len} bytes exceeds the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+
+    /// Options that cannot work together; nothing was opened.
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// Which option, and why.
+        reason: &'static str,
+    },
+
+    /// A backup destination that exists and is not an empty directory; nothing was copied.
+    #[error("backup destination {} exists and is not an empty directory", path.display())]
+    BackupDestinationNotEmpty {
+        /// The destination.
+        path: std::path::PathBuf,
+    },
+
+    /// The storage engine failed: I/O, corruption, a closed, poisoned or locked store. Bad
+    /// input never ends up here (it has the variants above).
     #[error(transparent)]
-    Engine(#[from] caskade_engine::Error),
+    Engine(caskade_engine::Error),
+}
+
+impl From<caskade_engine::Error> for Error {
+    /// Sorts the engine's errors: the caller's bad input gets the event store's own
+    /// variants, everything else is [`Error::Engine`].
+    fn from(error: caskade_engine::Error) -> Self {
+        use caskade_engine::Error as Engine;
+        match error {
+            Engine::EmptyKey => Error::EmptyKey,
+            Engine::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            Engine::ValueTooLarge { len, max } => Error::ValueTooLarge { len, max },
+            Engine::InvalidOptions { reason } => Error::InvalidOptions { reason },
+            Engine::BackupDestinationNotEmpty { path } => Error::BackupDestinationNotEmpty { path },
+            other => Error::Engine(other),
+        }
+    }
 }
 
 /// A stream's version as reported in [`Error::WrongExpectedVersion`].

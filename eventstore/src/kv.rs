@@ -28,14 +28,14 @@ impl EventStore {
 impl KeyValue {
     fn key(&self, key: &[u8]) -> Result<Vec<u8>> {
         if key.is_empty() {
-            return Err(Error::Engine(caskade_engine::Error::EmptyKey));
+            return Err(Error::EmptyKey);
         }
         let max = self.engine.options().max_key_size - 1;
         if key.len() > max {
-            return Err(Error::Engine(caskade_engine::Error::KeyTooLarge {
+            return Err(Error::KeyTooLarge {
                 len: key.len(),
                 max,
-            }));
+            });
         }
         Ok(kv_key(key))
     }
@@ -43,8 +43,8 @@ impl KeyValue {
     /// Stores `value` under `key`; durable when it returns under the default sync policy.
     ///
     /// # Errors
-    /// [`Error::Engine`] with `EmptyKey`, `KeyTooLarge`, `ValueTooLarge` (nothing written)
-    /// or a failure of the engine.
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`] (nothing
+    /// written), or [`Error::Engine`] for a failure of the engine.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         Ok(self.engine.put(&self.key(key)?, value)?)
     }

@@ -61,11 +61,7 @@ impl Options {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |reason| {
-            Err(Error::Engine(caskade_engine::Error::InvalidOptions {
-                reason,
-            }))
-        };
+        let invalid = |reason| Err(Error::InvalidOptions { reason });
         if self.max_stream_name_len == 0 || self.max_stream_name_len > 32 * 1024 {
             return invalid("max_stream_name_len must be between 1 and 32768");
         }

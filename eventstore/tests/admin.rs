@@ -138,12 +138,7 @@ fn backup_copies_every_acknowledged_append_and_refuses_a_destination_in_use() ->
     assert!(report.bytes > 0, "{report:?}");
     let again = store.backup(&dest);
     assert!(
-        matches!(
-            again,
-            Err(Error::Engine(
-                caskade_engine::Error::BackupDestinationNotEmpty { .. }
-            ))
-        ),
+        matches!(again, Err(Error::BackupDestinationNotEmpty { .. })),
         "{again:?}"
     );
     // The store goes on after its backups, and the copy does not see what came later.

@@ -806,14 +806,14 @@ fn kv_rejects_empty_and_overlong_keys_and_changes_nothing() -> TestResult {
         &store,
         "empty kv key",
         || kv.put(b"", b"v"),
-        |e| matches!(e, Error::Engine(caskade_engine::Error::EmptyKey)),
+        |e| matches!(e, Error::EmptyKey),
     )?;
     let too_long = vec![b'k'; longest + 1];
     assert_rejected(
         &store,
         "overlong kv key",
         || kv.put(&too_long, b"v"),
-        |e| matches!(e, Error::Engine(caskade_engine::Error::KeyTooLarge { .. })),
+        |e| matches!(e, Error::KeyTooLarge { .. }),
     )?;
     let just_fits = vec![b'k'; longest];
     kv.put(&just_fits, b"v")?;
@@ -831,7 +831,7 @@ fn a_stream_name_the_options_accept_never_fails_as_an_engine_key_error() -> Test
     options.max_stream_name_len = 60;
     let store = match EventStore::open(dir.path(), options) {
         // Rejecting the options at open is one right answer.
-        Err(Error::Engine(caskade_engine::Error::InvalidOptions { .. })) => return Ok(()),
+        Err(Error::InvalidOptions { .. }) => return Ok(()),
         Err(other) => return Err(other.into()),
         Ok(store) => store,
     };

@@ -30,12 +30,17 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::DuplicateEventId { .. }
         | StoreError::NilEventId { .. }
         | StoreError::InvalidFilter(_)
-        | StoreError::InvalidMetadata { .. } => Status::invalid_argument(message),
+        | StoreError::InvalidMetadata { .. }
+        | StoreError::EmptyKey
+        | StoreError::InvalidOptions { .. } => Status::invalid_argument(message),
         StoreError::EventTooLarge { .. }
         | StoreError::AppendTooLarge { .. }
         | StoreError::StreamNameTooLong { .. }
         | StoreError::EventTypeTooLong { .. }
-        | StoreError::MetadataTooLarge { .. } => Status::resource_exhausted(message),
+        | StoreError::MetadataTooLarge { .. }
+        | StoreError::KeyTooLarge { .. }
+        | StoreError::ValueTooLarge { .. } => Status::resource_exhausted(message),
+        StoreError::BackupDestinationNotEmpty { .. } => Status::already_exists(message),
         StoreError::Corrupt { .. } => Status::data_loss(message),
         StoreError::Engine(engine) => engine_status(&engine),
         _ => Status::internal(message),
