@@ -43,7 +43,8 @@ use crate::data_file::{
 use crate::error::{Corruption, Error, Result};
 use crate::file_set::{Change, FileSet};
 use crate::format::{
-    FILE_HEADER_LEN, FileHeader, FileKind, HINT_FOOTER_LEN, HeaderError, decode_hint_checksum,
+    FILE_HEADER_LEN, FileHeader, FileKind, HINT_ENTRY_HEADER_LEN, HINT_FOOTER_LEN, HeaderError,
+    decode_hint_checksum,
 };
 use crate::keydir::{KeyDir, LoadBuffers};
 use crate::scan::{ScanError, is_runway, lost_sectors, next_valid_record, scan_units};
@@ -214,7 +215,9 @@ fn hinted_entries(dir: &Path, sealed: &[FileId], hints: &BTreeSet<FileId>) -> us
             .checked_sub(HINT_FOOTER_LEN as u64)
             .ok_or(std::io::ErrorKind::InvalidData)?;
         file.read_exact_at(&mut count, at + 8)?;
-        Ok(u64::from_le_bytes(count))
+        // A damaged footer must not size the keydir past what the file could hold: every
+        // entry takes its header and at least one key byte.
+        Ok(u64::from_le_bytes(count).min(len / (HINT_ENTRY_HEADER_LEN as u64 + 1)))
     };
     sealed
         .iter()
