@@ -103,6 +103,10 @@ pub enum Error {
     /// Reflection could not be set up from the descriptor set.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The task closing the store panicked or was cancelled, so the final sync may not have
+    /// run.
+    #[error("the task closing the store failed: {0}")]
+    CloseTask(tokio::task::JoinError),
     /// Closing the store failed.
     #[error(transparent)]
     Store(#[from] caskade_eventstore::Error),
@@ -253,9 +257,7 @@ pub async fn run(
     }
     tokio::task::spawn_blocking(move || store.close())
         .await
-        .map_err(|e| {
-            caskade_eventstore::Error::Engine(caskade_engine::Error::Io(std::io::Error::other(e)))
-        })??;
+        .map_err(Error::CloseTask)??;
     tracing::info!("store synced and closed");
     Ok(())
 }
