@@ -4,7 +4,7 @@ use crate::client::Client;
 use crate::figures::Figures;
 use crate::workloads::{appends, read_all, read_stream, subscribe};
 
-/// A part of the suite, as named on `caskade bench --only`.
+/// A part of the suite, as named on `caskade-bench --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Part {
     /// Single-event appends, once per `--clients` count.

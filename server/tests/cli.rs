@@ -1,7 +1,7 @@
 //! The `caskade` binary as a user runs it: `caskade serve` as a child process on
 //! `127.0.0.1:0` (its address read from its first line of output), the client subcommands
 //! against it, checked on stdout, stderr and exit codes; the data-directory lock, SIGTERM,
-//! and the offline `check`, `merge`, `scavenge` and `backup`.
+//! and the offline tools (`caskade offline check`, `merge`, `scavenge` and `backup`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -675,8 +675,8 @@ fn a_second_server_on_the_same_directory_fails_at_once_naming_the_lock() -> Test
         "{stderr:?}"
     );
     // The offline tools refuse a running store too.
-    assert!(fails(&["check", data_dir])?.contains("locked"));
-    assert!(fails(&["merge", data_dir])?.contains("locked"));
+    assert!(fails(&["offline", "check", data_dir])?.contains("locked"));
+    assert!(fails(&["offline", "merge", data_dir])?.contains("locked"));
     // The first server is unharmed.
     assert_eq!(ok(&["get", "--addr", server.addr(), "k"])?, "v\n");
     Ok(())
@@ -714,22 +714,23 @@ fn sigterm_stops_the_server_cleanly_and_the_offline_tools_work() -> TestResult {
         "SIGTERM is a clean stop: {status}; log: {log}"
     );
 
-    let checked = ok(&["check", data_dir])?;
+    let checked = ok(&["offline", "check", data_dir])?;
     assert!(
         checked.starts_with("checked ") && checked.trim_end().ends_with(": 0 problems"),
         "{checked}"
     );
     let dest = backups.path().join("offline");
     let dest_text = dest.to_str().ok_or("temp paths are UTF-8")?;
-    assert!(ok(&["backup", data_dir, dest_text])?.starts_with("backed up "));
-    assert!(ok(&["merge", data_dir])?.starts_with("merged "));
+    assert!(ok(&["offline", "backup", data_dir, dest_text])?.starts_with("backed up "));
+    assert!(ok(&["offline", "merge", data_dir])?.starts_with("merged "));
     assert!(
-        ok(&["check", data_dir])?
+        ok(&["offline", "check", data_dir])?
             .trim_end()
             .ends_with(": 0 problems")
     );
     assert!(
         fails(&[
+            "offline",
             "merge",
             backups.path().join("missing").to_str().ok_or("utf-8")?
         ])?
@@ -751,7 +752,7 @@ fn sigterm_stops_the_server_cleanly_and_the_offline_tools_work() -> TestResult {
     // Corrupt the backup: flip a byte in the middle of the first record of its first data
     // file, which valid records follow.
     corrupt_first_record(&dest)?;
-    let output = run(&["check", dest_text])?;
+    let output = run(&["offline", "check", dest_text])?;
     assert_eq!(output.status.code(), Some(1), "check fails on corruption");
     let problems = String::from_utf8(output.stderr)?;
     assert!(problems.contains("corrupt"), "{problems:?}");
@@ -1015,7 +1016,7 @@ fn scavenge_online_and_offline_removes_hidden_events_and_gives_the_space_back() 
     let store = EventStore::open(dir.path(), caskade_eventstore::Options::default())?;
     store.delete_stream("s-01", caskade_eventstore::ExpectedVersion::Any)?;
     store.close()?;
-    let line = ok(&["scavenge", data_dir])?;
+    let line = ok(&["offline", "scavenge", data_dir])?;
     let [streams, _, removed, reclaimed] = scavenged_numbers(line.trim_end())?;
     assert_eq!((streams, removed), (20, 10), "{line}");
     assert!(reclaimed > 10 * 1000, "{line}");
@@ -1024,13 +1025,13 @@ fn scavenge_online_and_offline_removes_hidden_events_and_gives_the_space_back() 
     assert!(store.read_stream_to_vec("s-01")?.is_empty());
     store.close()?;
     assert!(
-        ok(&["check", data_dir])?
+        ok(&["offline", "check", data_dir])?
             .trim_end()
             .ends_with(": 0 problems")
     );
 
     let missing = dir.path().join("missing");
-    let error = fails(&["scavenge", missing.to_str().ok_or("utf-8")?])?;
+    let error = fails(&["offline", "scavenge", missing.to_str().ok_or("utf-8")?])?;
     assert!(error.contains("missing"), "{error}");
     Ok(())
 }
@@ -1097,5 +1098,24 @@ fn serve_limits_and_the_scavenge_interval_reach_the_server() -> TestResult {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(server.terminate()?.code(), Some(0));
+    Ok(())
+}
+
+#[test]
+fn online_admin_commands_take_no_directory_and_bench_is_no_command() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().ok_or("temp paths are UTF-8")?;
+    // A stopped store's tools say `offline`; the online forms refuse a directory.
+    for args in [
+        &["merge", data_dir][..],
+        &["scavenge", data_dir],
+        &["backup", data_dir, "copy"],
+    ] {
+        let line = fails(args)?;
+        assert!(line.contains("unexpected argument"), "{line}");
+    }
+    // The load generator is `caskade-bench`, not part of this binary.
+    let line = fails(&["bench"])?;
+    assert!(line.contains("unrecognized subcommand 'bench'"), "{line}");
     Ok(())
 }
