@@ -67,8 +67,8 @@ impl EventStore {
     /// before the call, whole (an append is one engine batch), and opens as a store of its own.
     ///
     /// # Errors
-    /// [`Error::Engine`](crate::Error::Engine): a destination that is not empty, a closed
-    /// store, I/O.
+    /// [`Error::BackupDestinationNotEmpty`](crate::Error::BackupDestinationNotEmpty) (nothing
+    /// copied), [`Error::Engine`](crate::Error::Engine): a closed store, I/O.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         Ok(self.shared.engine.backup(dest)?)
     }
