@@ -15,7 +15,7 @@ use crate::cli::offline::OfflineCommand;
 use crate::cli::serve::ServeArgs;
 
 /// gRPC traffic is many small allocations per message (each event's strings and bytes, each
-/// frame); glibc's allocator took about a fifth of the server's time in a `$all` read.
+/// frame), which glibc's allocator serves slowly (see `docs/benchmarks.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -7,11 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// mimalloc asks for transparent huge pages on its whole heap (`MADV_HUGEPAGE`), so the first
-/// write to each new 2 MiB of heap faults in a whole huge page at once: 2.4 ms on the
-/// development VM, stalling whichever append's keydir inserts grow the heap (a 1,000-event
-/// append's p99 was 6–8 ms with huge pages, about 2 ms without). Without them the same memory
-/// arrives 4 KiB at a time, spread over the writes that touch it. This is what mimalloc's
-/// `MIMALLOC_ALLOW_THP=0` does, done here so that no one has to remember to set it.
+/// write to each new 2 MiB of heap faults in a whole huge page at once, stalling whichever
+/// append's keydir inserts grow the heap (figures in `docs/benchmarks.md`). Without them the
+/// same memory arrives 4 KiB at a time, spread over the writes that touch it. This is what
+/// mimalloc's `MIMALLOC_ALLOW_THP=0` does, done here so that no one has to remember to set it.
 #[cfg(target_os = "linux")]
 #[expect(
     unsafe_code,
