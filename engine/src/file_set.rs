@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::data_file::{DataFile, FileId};
 use crate::error::Result;
 use crate::format::{RecordKind, record_len};
-use crate::keydir::{KeyDir, LoadBuffers, ValueLocation};
+use crate::keydir::load::LoadBuffers;
+use crate::keydir::{KeyDir, ValueLocation};
 
 /// Bytes a load thread counted: records of the file loaded, added live or dead, and records
 /// of earlier files moved from live to dead, by file.

@@ -46,7 +46,8 @@ use crate::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, HINT_ENTRY_HEADER_LEN, HINT_FOOTER_LEN, HeaderError,
     decode_hint_checksum,
 };
-use crate::keydir::{KeyDir, LoadBuffers};
+use crate::keydir::KeyDir;
+use crate::keydir::load::LoadBuffers;
 use crate::scan::{ScanError, is_runway, lost_sectors, next_valid_record, scan_units};
 
 /// What recovery found and did when the store was opened.
