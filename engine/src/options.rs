@@ -97,9 +97,9 @@ pub struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Tuning {
-    /// Under [`SyncPolicy::Always`], a sync's leader waits (spinning, at most 500 µs and a
-    /// quarter of the last sync) for as many batches as the last group held before it takes
-    /// the pending batches.
+    /// Under [`SyncPolicy::Always`], a sync's leader waits (spinning, for at most a quarter
+    /// of the last sync, within a fixed bound) for as many batches as the last group held
+    /// before it takes the pending batches.
     pub gather: bool,
     /// Under [`SyncPolicy::Always`] with [`Options::preallocate`], the runway grows by its
     /// largest step while the syncs run back to back, judged from running averages of the
