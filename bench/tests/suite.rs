@@ -30,9 +30,17 @@ impl Server {
     /// Opens a store in `dir` (no syncing: durability is not what is checked) and serves it
     /// on `127.0.0.1:0`.
     async fn start(dir: &Path) -> TestResult<Server> {
-        let mut engine = caskade_engine::Options::default();
-        engine.sync = SyncPolicy::Never;
-        let store = EventStore::open(dir, Options::default().engine(engine))?;
+        let engine = caskade_engine::Options {
+            sync: SyncPolicy::Never,
+            ..caskade_engine::Options::default()
+        };
+        let store = EventStore::open(
+            dir,
+            Options {
+                engine,
+                ..Options::default()
+            },
+        )?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();

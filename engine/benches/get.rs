@@ -21,7 +21,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use caskade_engine::{Bitcask, SyncPolicy};
+use caskade_engine::{Bitcask, Options, SyncPolicy};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tempfile::TempDir;
 
@@ -67,12 +67,16 @@ impl Fixture {
     fn new(keys: u64) -> Fixture {
         let dir = common::temp_dir("get");
         let started = Instant::now();
-        let store = Bitcask::builder(dir.path().join("store"))
-            .sync(SyncPolicy::Never)
-            .auto_merge(None)
-            .tuning(common::tuning())
-            .open()
-            .expect("opening a fresh store succeeds");
+        let store = Bitcask::open(
+            dir.path().join("store"),
+            Options {
+                sync: SyncPolicy::Never,
+                auto_merge: None,
+                tuning: common::tuning(),
+                ..Options::default()
+            },
+        )
+        .expect("opening a fresh store succeeds");
         for i in 0..keys {
             store.put(&key(i), &VALUE).expect("a put succeeds");
         }

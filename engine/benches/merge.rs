@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use caskade_engine::format::record_len;
-use caskade_engine::{Bitcask, SyncPolicy};
+use caskade_engine::{Bitcask, Options, SyncPolicy};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tempfile::TempDir;
 
@@ -57,13 +57,17 @@ struct Fixture {
 impl Fixture {
     fn new(keys: u64) -> Fixture {
         let dir = common::temp_dir("merge");
-        let store = Bitcask::builder(dir.path())
-            .sync(SyncPolicy::Never)
-            .auto_merge(None)
-            .maintenance_interval(Duration::from_secs(3600))
-            .tuning(common::tuning())
-            .open()
-            .expect("opening a fresh store succeeds");
+        let store = Bitcask::open(
+            dir.path(),
+            Options {
+                sync: SyncPolicy::Never,
+                auto_merge: None,
+                maintenance_interval: Duration::from_secs(3600),
+                tuning: common::tuning(),
+                ..Options::default()
+            },
+        )
+        .expect("opening a fresh store succeeds");
         let mut fixture = Fixture {
             _dir: dir,
             store,

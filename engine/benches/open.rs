@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caskade_engine::format::record_len;
-use caskade_engine::{Bitcask, MIN_FILE_SIZE, SyncPolicy};
+use caskade_engine::{Bitcask, MIN_FILE_SIZE, Options, SyncPolicy};
 use criterion::{Criterion, SamplingMode};
 use tempfile::TempDir;
 
@@ -60,16 +60,17 @@ fn file_size(keys: u64) -> u64 {
 }
 
 fn open(dir: &Path, keys: u64) -> Bitcask {
-    Bitcask::builder(dir)
-        .max_file_size(file_size(keys))
-        .sync(SyncPolicy::Never)
-        .auto_merge(None)
+    let options = Options {
+        max_file_size: file_size(keys),
+        sync: SyncPolicy::Never,
+        auto_merge: None,
         // Keeps the maintenance thread from writing hint files while a case runs.
-        .maintenance_interval(Duration::from_secs(3600))
-        .create_if_missing(false)
-        .tuning(common::tuning())
-        .open()
-        .expect("opening the store succeeds")
+        maintenance_interval: Duration::from_secs(3600),
+        create_if_missing: false,
+        tuning: common::tuning(),
+        ..Options::default()
+    };
+    Bitcask::open(dir, options).expect("opening the store succeeds")
 }
 
 /// Sizes of the files in `dir` whose names end with `suffix`.
@@ -104,13 +105,17 @@ impl Fixture {
     fn build(keys: u64) -> Fixture {
         let dir = common::temp_dir("open");
         let started = Instant::now();
-        let store = Bitcask::builder(dir.path())
-            .max_file_size(file_size(keys))
-            .sync(SyncPolicy::Never)
-            .auto_merge(None)
-            .tuning(common::tuning())
-            .open()
-            .expect("opening a fresh store succeeds");
+        let store = Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: file_size(keys),
+                sync: SyncPolicy::Never,
+                auto_merge: None,
+                tuning: common::tuning(),
+                ..Options::default()
+            },
+        )
+        .expect("opening a fresh store succeeds");
         for i in 0..keys {
             store.put(&key(i), &VALUE).expect("a put succeeds");
         }

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use caskade_engine::{Bitcask, MAX_FILE_SIZE, SyncPolicy};
+use caskade_engine::{Bitcask, MAX_FILE_SIZE, Options, SyncPolicy};
 use criterion::{Criterion, Throughput};
 
 mod common;
@@ -21,13 +21,17 @@ const TARGET_OPS_PER_SEC: f64 = 1_000_000.0;
 
 fn bench_put(c: &mut Criterion) -> Tally {
     let dir = common::temp_dir("put");
-    let store = Bitcask::builder(dir.path())
-        .sync(SyncPolicy::Never)
-        .max_file_size(MAX_FILE_SIZE)
-        .auto_merge(None)
-        .tuning(common::tuning())
-        .open()
-        .expect("opening a fresh store succeeds");
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            max_file_size: MAX_FILE_SIZE,
+            auto_merge: None,
+            tuning: common::tuning(),
+            ..Options::default()
+        },
+    )
+    .expect("opening a fresh store succeeds");
     let mut tally = Tally::default();
     let mut next = 0u64;
 

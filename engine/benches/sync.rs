@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use caskade_engine::{Bitcask, SyncPolicy};
+use caskade_engine::{Bitcask, Options, SyncPolicy};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use tempfile::TempDir;
@@ -58,12 +58,16 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = common::temp_dir("sync");
-        let store = Bitcask::builder(dir.path().join("store"))
-            .sync(SyncPolicy::Always)
-            .auto_merge(None)
-            .tuning(common::tuning())
-            .open()
-            .expect("opening a fresh store succeeds");
+        let store = Bitcask::open(
+            dir.path().join("store"),
+            Options {
+                sync: SyncPolicy::Always,
+                auto_merge: None,
+                tuning: common::tuning(),
+                ..Options::default()
+            },
+        )
+        .expect("opening a fresh store succeeds");
         let plain = OpenOptions::new()
             .create(true)
             .write(true)

@@ -34,7 +34,7 @@ use crate::lock::lock_dir;
 use crate::log::Log;
 use crate::maintenance::Maintenance;
 use crate::merge::{MergeProgress, MergeReport, Merger};
-use crate::options::{Builder, Options, SyncPolicy};
+use crate::options::{Options, SyncPolicy};
 use crate::pending::{AsyncSync, PendingWrite, WriteTicket};
 use crate::publish::{EarlyPublisher, early_publish};
 use crate::read;
@@ -94,11 +94,6 @@ struct Store {
 }
 
 impl Bitcask {
-    /// Starts building options for a store in `dir`: `Bitcask::builder(dir).open()`.
-    pub fn builder(dir: impl AsRef<Path>) -> Builder {
-        Builder::new(dir.as_ref())
-    }
-
     /// Opens (or creates) the store in `dir`.
     ///
     /// Takes an exclusive lock on the directory, removes leftovers of interrupted merges,
@@ -549,7 +544,7 @@ impl Store {
                 maintenance.run_rounds(interval, || interval_sync(&committer));
             }));
         }
-        if self.options.preallocate {
+        if self.options.tuning.runway {
             let runway = Arc::clone(&self.runway);
             threads.push(spawn("caskade-prealloc", move || runway.run()));
         }
@@ -609,13 +604,4 @@ fn interval_sync(committer: &Weak<Committer>) -> bool {
         tracing::error!(%error, "interval sync failed");
     }
     true
-}
-
-/// Opening is the handle's: the builder only gathers the options (see `crate::options`).
-impl Builder {
-    /// Opens the store with these options; see [`Bitcask::open`].
-    pub fn open(self) -> Result<Bitcask> {
-        let (dir, options) = self.into_parts();
-        Bitcask::open(dir, options)
-    }
 }

@@ -23,13 +23,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::batch::WriteBatch;
-use crate::data_file::RunwayStep;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::log::Log;
 use crate::options::{Options, SyncPolicy};
 use crate::publish::{EARLY_PUBLISH_MIN_OPS, EarlyPublisher, PendingBatch};
-use crate::runway::{DiskPace, Runway};
+use crate::runway::Runway;
 
 /// The longest a leader waits for more batches to join its group.
 const MAX_GATHER: Duration = Duration::from_micros(500);
@@ -84,8 +83,6 @@ pub(crate) struct Committer {
     /// Waiters of even and odd sync generations; see `wait_durable`.
     committed: [Condvar; 2],
     group: GroupStats,
-    /// How busy the syncs keep the disk; only a sync's leader touches it.
-    disk: Mutex<DiskPace>,
 }
 
 fn now_micros() -> u64 {
@@ -111,7 +108,6 @@ impl Committer {
             commit: Mutex::new(CommitState::default()),
             committed: [Condvar::new(), Condvar::new()],
             group: GroupStats::default(),
-            disk: Mutex::new(DiskPace::default()),
         }
     }
 
@@ -261,14 +257,8 @@ impl Committer {
             // Asked for now, while the writers prepare the next group, the zeros usually
             // reach the disk before that group's sync starts (see `DataFile::extend_runway`),
             // unless the syncs run back to back.
-            let paced = self.disk.lock().synced(started, ended);
-            let step = if self.options.tuning.disk_pace {
-                paced
-            } else {
-                RunwayStep::Paced
-            };
-            if self.options.preallocate && file.wants_runway() {
-                self.runway.request(Arc::clone(&file), step);
+            if self.options.tuning.runway && file.wants_runway() {
+                self.runway.request(Arc::clone(&file));
             }
             self.group.last_sync_nanos.store(took, Ordering::Relaxed);
             self.group.last_size.store(pending.len(), Ordering::Relaxed);

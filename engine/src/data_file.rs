@@ -287,7 +287,7 @@ impl DataFile {
     /// Writes zeros past the runway's end and syncs them, so later appends there grow
     /// nothing. Does nothing once the file is sealed.
     ///
-    /// With [`RunwayStep::Paced`], an extension replaces what the writer wrote between the
+    /// An extension replaces what the writer wrote between the
     /// last two times the runway was asked about (once per sync), tops the runway up to its
     /// low-water mark, and is at least a quarter of that mark, so the runway keeps pace with
     /// the writer in steps about as large as what it writes between two syncs. (Sized by
@@ -297,8 +297,7 @@ impl DataFile {
     /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) the store asks for an extension
     /// just after a group commit's sync, and when the disk then rests until the next group's
     /// sync, a step that size reaches the disk, with its own sync, in that rest, instead of
-    /// stalling the next sync behind megabytes of zeros. With [`RunwayStep::Largest`] it is
-    /// the largest step; see there for when that is better.
+    /// stalling the next sync behind megabytes of zeros.
     ///
     /// The zeros go in chunks, each under the `extension` lock, so a writer that outruns the
     /// runway waits for one chunk, never for the whole extension and its sync; it then
@@ -306,7 +305,7 @@ impl DataFile {
     /// Each chunk's write-back starts as soon as it is written (see [`write_back`]), and the
     /// chunk before it must be on the disk before the next is written, so a writer's sync
     /// finds at most two chunks in flight even when an extension is large.
-    pub(crate) fn extend_runway(&self, step: RunwayStep) -> io::Result<()> {
+    pub(crate) fn extend_runway(&self) -> io::Result<()> {
         static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
         let result = (|| {
             let to = {
@@ -317,15 +316,12 @@ impl DataFile {
                 let from = self.allocated.load(Ordering::Acquire);
                 let runway = from.saturating_sub(self.len());
                 let low_water = runway_low_water(from);
-                let step = match step {
-                    RunwayStep::Paced => self
-                        .recent_use
-                        .load(Ordering::Acquire)
-                        .max(low_water.saturating_sub(runway))
-                        .max(low_water / 4)
-                        .min(MAX_RUNWAY_STEP),
-                    RunwayStep::Largest => MAX_RUNWAY_STEP,
-                };
+                let step = self
+                    .recent_use
+                    .load(Ordering::Acquire)
+                    .max(low_water.saturating_sub(runway))
+                    .max(low_water / 4)
+                    .min(MAX_RUNWAY_STEP);
                 (from + step).min(self.capacity())
             };
             let mut previous: Option<(u64, u64)> = None;
@@ -460,19 +456,6 @@ fn wait_written_back(_file: &File, _at: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// How much a runway extension adds; see [`DataFile::extend_runway`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunwayStep {
-    /// About what the writer writes between two syncs: for a disk that rests between syncs,
-    /// a step that fits in the rest.
-    Paced,
-    /// [`MAX_RUNWAY_STEP`]: for a disk kept busy, with each sync starting about as soon as
-    /// the one before ends. There is no rest for the zeros to go out in, so whatever their
-    /// step they slow the syncs they overlap; fewer, larger extensions mean fewer of their
-    /// own syncs, each of which commits the file's new size to the journal.
-    Largest,
-}
-
 /// Bounds of the runway's low-water mark, and the largest extension.
 const MIN_LOW_WATER: u64 = 64 << 10;
 const MAX_LOW_WATER: u64 = 1 << 20;
@@ -521,7 +504,7 @@ mod tests {
         let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
         assert!(file.wants_runway());
         assert!(!file.wants_runway(), "one request at a time");
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         let on_disk = fs_len(dir.path())?;
         assert_eq!(on_disk, FILE_HEADER_LEN as u64 + MIN_LOW_WATER);
         file.append(16, b"hello")?;
@@ -533,7 +516,7 @@ mod tests {
         assert_eq!(file.bytes().len(), 21);
         file.seal()?;
         assert_eq!(fs_len(dir.path())?, 21);
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         assert_eq!(
             fs_len(dir.path())?,
             21,
@@ -550,7 +533,7 @@ mod tests {
         file.append(16, &big)?;
         assert_eq!(fs_len(dir.path())?, 16 + 100_000);
         assert!(file.wants_runway());
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         assert_eq!(
             fs_len(dir.path())?,
             16 + 100_000 + runway_low_water(16 + 100_000)
@@ -572,7 +555,7 @@ mod tests {
         };
         let len_now = append(3 << 20)?;
         assert!(file.wants_runway(), "appended past the runway");
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         let allocated = fs_len(dir.path())?;
         assert_eq!(
             allocated,
@@ -584,7 +567,7 @@ mod tests {
         let len_now = append(2 << 20)?;
         assert!(allocated - len_now < MAX_LOW_WATER);
         assert!(file.wants_runway(), "below the low-water mark");
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         assert_eq!(
             fs_len(dir.path())?,
             allocated + (2 << 20),
@@ -594,39 +577,11 @@ mod tests {
     }
 
     #[test]
-    fn a_largest_step_is_followed_by_paced_steps_of_one_sync() -> io::Result<()> {
-        const PER_SYNC: u64 = 300 << 10;
-        let dir = tempfile::tempdir()?;
-        let file = DataFile::create(dir.path(), FileId(1), 64 << 20)?;
-        file.append(16, b"hello")?;
-        assert!(file.wants_runway());
-        file.extend_runway(RunwayStep::Largest)?;
-        let allocated = fs_len(dir.path())?;
-        assert_eq!(allocated, 21 + MAX_RUNWAY_STEP);
-        let group = vec![7; PER_SYNC as usize];
-        let mut len = 21;
-        loop {
-            file.append(len, &group)?;
-            len += PER_SYNC;
-            if file.wants_runway() {
-                break;
-            }
-        }
-        file.extend_runway(RunwayStep::Paced)?;
-        assert_eq!(
-            fs_len(dir.path())?,
-            allocated + PER_SYNC,
-            "one sync's bytes, not the 8 MiB since the last extension"
-        );
-        Ok(())
-    }
-
-    #[test]
     fn the_runway_stops_at_the_mapping() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = DataFile::create(dir.path(), FileId(1), 1024)?;
         assert!(file.wants_runway());
-        file.extend_runway(RunwayStep::Paced)?;
+        file.extend_runway()?;
         assert_eq!(fs_len(dir.path())?, 1024);
         assert!(!file.wants_runway());
         Ok(())

@@ -18,11 +18,11 @@
 //! crate builds those on its public API.
 //!
 //! ```
-//! use caskade_engine::{Bitcask, WriteBatch};
+//! use caskade_engine::{Bitcask, Options, WriteBatch};
 //!
 //! # fn main() -> caskade_engine::Result<()> {
 //! let dir = tempfile::tempdir()?;
-//! let store = Bitcask::builder(dir.path()).max_file_size(64 << 20).open()?;
+//! let store = Bitcask::open(dir.path(), Options { max_file_size: 64 << 20, ..Options::default() })?;
 //! store.put(b"greeting", b"hello")?;
 //!
 //! let mut batch = WriteBatch::new();
@@ -33,7 +33,7 @@
 //! assert_eq!(store.get(b"greeting")?, None);
 //! store.close()?;
 //!
-//! let reopened = Bitcask::builder(dir.path()).open()?;
+//! let reopened = Bitcask::open(dir.path(), Options::default())?;
 //! assert_eq!(reopened.get(b"a")?, Some(b"1".to_vec()));
 //! # Ok(())
 //! # }
@@ -74,9 +74,7 @@ pub use error::{Corruption, Error, Result};
 pub use index::Keys;
 pub use keydir::ValueLocation;
 pub use merge::{MergeProgress, MergeReport};
-pub use options::{
-    Builder, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy, Tuning,
-};
+pub use options::{MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, SyncPolicy, Tuning};
 pub use pending::{PendingWrite, WriteTicket};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::{FileStats, Stats};

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::batch::WriteBatch;
-use crate::data_file::{DataFile, FileId, RunwayStep, sync_dir};
+use crate::data_file::{DataFile, FileId, sync_dir};
 use crate::error::{Error, Result};
 use crate::format::{
     BATCH_BEGIN_VALUE_LEN, BatchBegin, FILE_HEADER_LEN, RecordKind, encode_record, record_len,
@@ -142,12 +142,11 @@ impl Log {
             .map_err(|e| self.poison(Error::Io(e)))?;
         writer.buf.clear();
         // Under `Always` the runway is extended after each sync instead (see `crate::commit`).
-        if self.options.preallocate
+        if self.options.tuning.runway
             && self.options.sync != SyncPolicy::Always
             && writer.active.wants_runway()
         {
-            self.runway
-                .request(Arc::clone(&writer.active), RunwayStep::Paced);
+            self.runway.request(Arc::clone(&writer.active));
         }
         if writer.buf.capacity() > self.options.write_buffer_size.max(1 << 20) * 4 {
             writer.buf.shrink_to(self.options.write_buffer_size);

@@ -1,6 +1,6 @@
-//! Configuration: [`Options`], the [`SyncPolicy`] and the automatic-merge trigger.
+//! Configuration: [`Options`], the [`SyncPolicy`], the automatic-merge trigger and the
+//! [`Tuning`] switches. One way to configure: a struct of public fields with defaults.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -45,10 +45,9 @@ impl Default for MergeTrigger {
     }
 }
 
-/// Everything [`Bitcask::open`] can be told. Build one with [`Bitcask::builder`] or start from
-/// `Options::default()`; `open` validates it.
+/// Everything [`Bitcask::open`] can be told: set the fields that differ from the defaults,
+/// `Options { sync: SyncPolicy::Never, ..Options::default() }`; `open` validates them.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct Options {
     /// Size at which the active data file is sealed and a new one started. Default: 256 MiB.
     ///
@@ -76,35 +75,28 @@ pub struct Options {
     pub maintenance_interval: Duration,
     /// Create the directory if it does not exist. Default: true.
     pub create_if_missing: bool,
-    /// Keep zero-filled, synced space ahead of the active file's end, written by a
-    /// background thread, so appends overwrite allocated blocks instead of growing the file.
-    /// A sync then writes only data: growing a file also makes each sync write the inode,
-    /// which costs about half as much again per durable write. Under
-    /// [`SyncPolicy::Always`] the space is extended just after each group commit's sync, by
-    /// about what the writer wrote between the last two syncs, so the zeros reach the disk
-    /// between syncs; once the syncs run about back to back, leaving no time between them,
-    /// it is extended by 8 MiB at a time instead, so that extensions come seldom. The space
-    /// is trimmed when the file is sealed or the store closed, and a crash leaves it as
-    /// zeros that the next open trims. Default: true.
-    pub preallocate: bool,
     /// Switches for the write path's tuning mechanisms, each on by default. They exist to
-    /// measure what each mechanism buys (`docs/benchmarks.md`); leave them on.
+    /// measure what each mechanism buys (`docs/benchmarks.md`) and to keep files free of
+    /// preallocated space where a test needs file lengths to be data; leave them on.
     pub tuning: Tuning,
 }
 
 /// The write path's tuning mechanisms, each of which can be switched off to measure what it
-/// buys. Every field is `true` by default. [`Options::preallocate`] switches the runway.
+/// buys. Every field is `true` by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Tuning {
+    /// Keep zero-filled, synced space (the runway) ahead of the active file's end, written by
+    /// a background thread, so appends overwrite allocated blocks instead of growing the
+    /// file: a sync then writes only data, where growing a file also makes each sync write
+    /// the inode. Under [`SyncPolicy::Always`] the runway is extended just after each group
+    /// commit's sync, by about what the writer wrote between the last two syncs, so the
+    /// zeros reach the disk between syncs. The runway is trimmed when the file is sealed or the store closed, and
+    /// a crash leaves it as zeros that the next open trims.
+    pub runway: bool,
     /// Under [`SyncPolicy::Always`], a sync's leader waits (spinning, for at most a quarter
     /// of the last sync, within a fixed bound) for as many batches as the last group held
     /// before it takes the pending batches.
     pub gather: bool,
-    /// Under [`SyncPolicy::Always`] with [`Options::preallocate`], the runway grows by its
-    /// largest step while the syncs run back to back, judged from running averages of the
-    /// syncs and the rests between them; off, every step is paced by what the writers wrote.
-    pub disk_pace: bool,
     /// Under [`SyncPolicy::Always`], a helper thread inserts a large group's new keys, hidden,
     /// while its sync runs; off, the leader publishes everything after the sync.
     pub publish_helper: bool,
@@ -113,8 +105,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
+            runway: true,
             gather: true,
-            disk_pace: true,
             publish_helper: true,
         }
     }
@@ -125,8 +117,8 @@ impl Tuning {
     pub const ENV: &str = "CASKADE_ENGINE_TUNING";
 
     /// The defaults, with the mechanisms named in `CASKADE_ENGINE_TUNING` switched off: a
-    /// comma-separated list of `no-gather`, `no-disk-pace`, `no-publish-helper` (empty or
-    /// unset: all on). For benchmarks that measure a mechanism on and off.
+    /// comma-separated list of `no-runway`, `no-gather`, `no-publish-helper` (empty or unset:
+    /// all on). For benchmarks that measure a mechanism on and off.
     ///
     /// # Errors
     /// A message naming a word it does not know.
@@ -145,12 +137,12 @@ impl Tuning {
         let mut tuning = Tuning::default();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
+                "no-runway" => tuning.runway = false,
                 "no-gather" => tuning.gather = false,
-                "no-disk-pace" => tuning.disk_pace = false,
                 "no-publish-helper" => tuning.publish_helper = false,
                 other => {
                     return Err(format!(
-                        "{}: unknown {other:?}; expected no-gather, no-disk-pace or \
+                        "{}: unknown {other:?}; expected no-runway, no-gather or \
                          no-publish-helper",
                         Self::ENV
                     ));
@@ -173,7 +165,6 @@ impl Default for Options {
             auto_merge: Some(MergeTrigger::default()),
             maintenance_interval: Duration::from_secs(30),
             create_if_missing: true,
-            preallocate: true,
             tuning: Tuning::default(),
         }
     }
@@ -228,100 +219,6 @@ impl Options {
     }
 }
 
-/// Builds [`Options`] step by step and opens the store: `Bitcask::builder(dir)...open()`.
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `open` is called"]
-pub struct Builder {
-    dir: PathBuf,
-    options: Options,
-}
-
-impl Builder {
-    pub(crate) fn new(dir: &Path) -> Self {
-        Builder {
-            dir: dir.to_path_buf(),
-            options: Options::default(),
-        }
-    }
-
-    /// See [`Options::max_file_size`].
-    pub fn max_file_size(mut self, bytes: u64) -> Self {
-        self.options.max_file_size = bytes;
-        self
-    }
-
-    /// See [`Options::sync`].
-    pub fn sync(mut self, policy: SyncPolicy) -> Self {
-        self.options.sync = policy;
-        self
-    }
-
-    /// See [`Options::max_key_size`].
-    pub fn max_key_size(mut self, bytes: usize) -> Self {
-        self.options.max_key_size = bytes;
-        self
-    }
-
-    /// See [`Options::max_value_size`].
-    pub fn max_value_size(mut self, bytes: usize) -> Self {
-        self.options.max_value_size = bytes;
-        self
-    }
-
-    /// See [`Options::max_batch_size`].
-    pub fn max_batch_size(mut self, bytes: usize) -> Self {
-        self.options.max_batch_size = bytes;
-        self
-    }
-
-    /// See [`Options::write_buffer_size`].
-    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
-        self.options.write_buffer_size = bytes;
-        self
-    }
-
-    /// See [`Options::auto_merge`].
-    pub fn auto_merge(mut self, trigger: Option<MergeTrigger>) -> Self {
-        self.options.auto_merge = trigger;
-        self
-    }
-
-    /// See [`Options::maintenance_interval`].
-    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
-        self.options.maintenance_interval = interval;
-        self
-    }
-
-    /// See [`Options::create_if_missing`].
-    pub fn create_if_missing(mut self, create: bool) -> Self {
-        self.options.create_if_missing = create;
-        self
-    }
-
-    /// See [`Options::preallocate`].
-    pub fn preallocate(mut self, preallocate: bool) -> Self {
-        self.options.preallocate = preallocate;
-        self
-    }
-
-    /// See [`Options::tuning`].
-    pub fn tuning(mut self, tuning: Tuning) -> Self {
-        self.options.tuning = tuning;
-        self
-    }
-
-    /// The options built so far.
-    #[must_use]
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
-    /// The directory and the options, for [`Builder::open`](crate::Builder::open).
-    pub(crate) fn into_parts(self) -> (PathBuf, Options) {
-        (self.dir, self.options)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,10 +226,10 @@ mod tests {
     #[test]
     fn tuning_switches_are_named_off_one_by_one() {
         assert_eq!(Tuning::parse(""), Ok(Tuning::default()));
-        let all = Tuning::parse("no-gather, no-disk-pace,no-publish-helper").unwrap();
-        assert!(!all.gather && !all.disk_pace && !all.publish_helper);
-        let one = Tuning::parse("no-disk-pace").unwrap();
-        assert!(one.gather && !one.disk_pace && one.publish_helper);
+        let all = Tuning::parse("no-runway, no-gather,no-publish-helper").unwrap();
+        assert!(!all.runway && !all.gather && !all.publish_helper);
+        let one = Tuning::parse("no-gather").unwrap();
+        assert!(one.runway && !one.gather && one.publish_helper);
         let error = Tuning::parse("no-gather,fast").unwrap_err();
         assert!(
             error.contains("\"fast\"") && error.contains(Tuning::ENV),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use caskade_engine::{Bitcask, Result, SyncPolicy, TryWrite, WriteBatch};
+use caskade_engine::{Bitcask, Options, Result, SyncPolicy, TryWrite, WriteBatch};
 
 /// Wakes a parked thread: the smallest executor there is.
 struct Unpark(Thread);
@@ -40,7 +40,7 @@ fn batch(key: &[u8], value: &[u8]) -> WriteBatch {
 #[test]
 fn awaited_writes_from_many_threads_are_durable_and_visible() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     thread::scope(|scope| {
         for t in 0..8u32 {
             let store = store.clone();
@@ -55,7 +55,7 @@ fn awaited_writes_from_many_threads_are_durable_and_visible() -> Result<()> {
         }
     });
     store.close()?;
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(reopened.len(), 8 * 50);
     Ok(())
 }
@@ -63,7 +63,7 @@ fn awaited_writes_from_many_threads_are_durable_and_visible() -> Result<()> {
 #[test]
 fn a_write_polled_once_then_dropped_still_lands() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut pending = store.begin_write(batch(b"k", b"v"))?;
     // Whether or not the first poll already finds it durable, dropping must not lose it.
@@ -73,7 +73,7 @@ fn a_write_polled_once_then_dropped_still_lands() -> Result<()> {
     assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
     store.close()?;
     assert_eq!(
-        Bitcask::builder(dir.path()).open()?.get(b"k")?,
+        Bitcask::open(dir.path(), Options::default())?.get(b"k")?,
         Some(b"v".to_vec())
     );
     Ok(())
@@ -82,9 +82,13 @@ fn a_write_polled_once_then_dropped_still_lands() -> Result<()> {
 #[test]
 fn try_begin_write_hands_back_a_batch_that_needs_a_new_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .max_file_size(caskade_engine::MIN_FILE_SIZE)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: caskade_engine::MIN_FILE_SIZE,
+            ..Options::default()
+        },
+    )?;
     let value = vec![b'v'; 300];
     let mut written = 0;
     let handed_back = loop {
@@ -120,10 +124,14 @@ fn try_begin_write_hands_back_a_batch_that_needs_a_new_file() -> Result<()> {
 #[test]
 fn try_begin_write_hands_back_a_batch_that_would_flush_the_buffer() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .sync(SyncPolicy::Never)
-        .write_buffer_size(1000)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            write_buffer_size: 1000,
+            ..Options::default()
+        },
+    )?;
     let TryWrite::Submitted(small) = store.try_begin_write(batch(b"small", b"fits"))? else {
         panic!("a small write fits the buffer");
     };
@@ -142,9 +150,13 @@ fn try_begin_write_hands_back_a_batch_that_would_flush_the_buffer() -> Result<()
 #[test]
 fn a_ticket_tells_when_its_batch_is_published_and_a_second_wait_shares_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .sync(SyncPolicy::Always)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Always,
+            ..Options::default()
+        },
+    )?;
     let first = store.begin_write(batch(b"k", b"v1"))?;
     let ticket = first.ticket();
     // Nobody has waited, so no sync has run: the batch is neither durable nor visible.
@@ -160,9 +172,13 @@ fn a_ticket_tells_when_its_batch_is_published_and_a_second_wait_shares_it() -> R
     store.pending_write(ticket).wait()?;
 
     let never = tempfile::tempdir()?;
-    let never = Bitcask::builder(never.path())
-        .sync(SyncPolicy::Never)
-        .open()?;
+    let never = Bitcask::open(
+        never.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )?;
     let pending = never.begin_write(batch(b"k", b"v"))?;
     assert!(
         never.is_published(pending.ticket()),

@@ -11,7 +11,7 @@ use std::thread;
 mod common;
 use common::contents;
 
-use caskade_engine::{Bitcask, Result, SyncPolicy, WriteBatch, check};
+use caskade_engine::{Bitcask, Options, Result, SyncPolicy, WriteBatch, check};
 
 /// Every file in `dir`, by name, with its bytes.
 fn files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
@@ -68,11 +68,15 @@ fn backup_while_writing(sync: SyncPolicy) -> Result<()> {
     let dest = tempfile::tempdir()?;
     let copy_dir = dest.path().join("copy");
     let open = |dir: &Path| {
-        Bitcask::builder(dir)
-            .max_file_size(4096)
-            .sync(sync)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir,
+            Options {
+                max_file_size: 4096,
+                sync,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open(dir.path())?;
     let acknowledged = AtomicUsize::new(0);
@@ -118,7 +122,7 @@ fn backup_while_writing(sync: SyncPolicy) -> Result<()> {
     );
     let report = assert_checks_clean(&copy_dir)?;
     assert!(report.records >= acknowledged_before_backup as u64);
-    let copy = Bitcask::builder(&copy_dir).open()?;
+    let copy = Bitcask::open(&copy_dir, Options::default())?;
     assert_eq!(copy.recovery_report().torn_tail, None);
     let copied = contents(&copy)?;
     let cut = (acknowledged_before_backup..=OPS).find(|&ops| model_after(ops) == copied);
@@ -154,10 +158,14 @@ fn backup_copies_every_rotated_data_file_and_hint_file() -> Result<()> {
     let dest = tempfile::tempdir()?;
     let copy_dir = dest.path().join("copy");
     let open = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(1024)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: 1024,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open()?;
     for i in 0..300u32 {
@@ -194,7 +202,13 @@ fn backup_copies_every_rotated_data_file_and_hint_file() -> Result<()> {
     let report = assert_checks_clean(&copy_dir)?;
     assert_eq!(report.data_files, stats.files.len());
     assert_eq!(report.hint_files, sealed);
-    let copy = Bitcask::builder(&copy_dir).max_file_size(1024).open()?;
+    let copy = Bitcask::open(
+        &copy_dir,
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    )?;
     assert_eq!(copy.recovery_report().hint_files_used, sealed);
     assert_eq!(copy.recovery_report().data_files_scanned, 0);
     assert_eq!(contents(&copy)?, contents(&store)?);
@@ -208,10 +222,14 @@ fn backup_right_after_a_merge_holds_the_merged_store() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let dest = tempfile::tempdir()?;
     let copy_dir = dest.path().join("copy");
-    let store = Bitcask::builder(dir.path())
-        .max_file_size(2048)
-        .auto_merge(None)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: 2048,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )?;
     for round in 0..4u32 {
         for i in 0..100u32 {
             let value = format!("round {round} value {i} {}", "+".repeat(20));
@@ -242,7 +260,13 @@ fn backup_right_after_a_merge_holds_the_merged_store() -> Result<()> {
         check_report.records, 90,
         "only live records survive the merge"
     );
-    let copy = Bitcask::builder(&copy_dir).max_file_size(2048).open()?;
+    let copy = Bitcask::open(
+        &copy_dir,
+        Options {
+            max_file_size: 2048,
+            ..Options::default()
+        },
+    )?;
     assert_eq!(copy.recovery_report().hint_files_used, merge.output_files);
     assert_eq!(contents(&copy)?, expected);
     assert_eq!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use caskade_engine::format::{BATCH_BEGIN_VALUE_LEN, RECORD_HEADER_LEN, record_len};
 use caskade_engine::{
-    Bitcask, Error, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Result, WriteBatch, check,
+    Bitcask, Error, MAX_FILE_SIZE, MIN_FILE_SIZE, MergeTrigger, Options, Result, WriteBatch, check,
 };
 
 /// Every file in `dir` but the lock file, by name, with its bytes; data files without their
@@ -43,8 +43,8 @@ fn snapshot(dir: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 /// A store with a few keys in it, so "nothing written" is checked against real data.
-fn store_with_data(dir: &Path, builder: caskade_engine::Builder) -> Result<Bitcask> {
-    let store = builder.open()?;
+fn store_with_data(dir: &Path, options: Options) -> Result<Bitcask> {
+    let store = Bitcask::open(dir, options)?;
     store.put(b"existing", b"value")?;
     store.put(b"other", b"value 2")?;
     assert_eq!(store.dir(), dir);
@@ -71,7 +71,7 @@ fn refused_without_writing(store: &Bitcask, refused: impl FnOnce() -> Result<()>
 #[test]
 fn empty_keys_are_refused_with_empty_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()))?;
+    let store = store_with_data(dir.path(), Options::default())?;
 
     let error = refused_without_writing(&store, || store.put(b"", b"value"));
     assert!(matches!(error, Error::EmptyKey), "{error:?}");
@@ -91,7 +91,13 @@ fn empty_keys_are_refused_with_empty_key() -> Result<()> {
 #[test]
 fn keys_over_max_key_size_are_refused_with_key_too_large() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()).max_key_size(8))?;
+    let store = store_with_data(
+        dir.path(),
+        Options {
+            max_key_size: 8,
+            ..Options::default()
+        },
+    )?;
 
     let error = refused_without_writing(&store, || store.put(b"123456789", b"value"));
     assert!(
@@ -117,7 +123,13 @@ fn keys_over_max_key_size_are_refused_with_key_too_large() -> Result<()> {
 #[test]
 fn values_over_max_value_size_are_refused_with_value_too_large() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()).max_value_size(100))?;
+    let store = store_with_data(
+        dir.path(),
+        Options {
+            max_value_size: 100,
+            ..Options::default()
+        },
+    )?;
 
     let error = refused_without_writing(&store, || store.put(b"key", &[7; 101]));
     assert!(
@@ -139,11 +151,13 @@ fn batches_over_max_batch_size_are_refused_with_batch_too_large() -> Result<()> 
     const MAX: usize = 200;
     let dir = tempfile::tempdir()?;
     // The options must let one record of the largest key and value fit a batch.
-    let builder = Bitcask::builder(dir.path())
-        .max_batch_size(MAX)
-        .max_key_size(16)
-        .max_value_size(128);
-    let store = store_with_data(dir.path(), builder)?;
+    let options = Options {
+        max_batch_size: MAX,
+        max_key_size: 16,
+        max_value_size: 128,
+        ..Options::default()
+    };
+    let store = store_with_data(dir.path(), options)?;
     let framing = record_len(0, BATCH_BEGIN_VALUE_LEN);
     // Two puts with two-byte keys; the second value is sized so the batch is exactly MAX.
     let first = vec![1; 40];
@@ -205,12 +219,16 @@ impl BadOp {
 fn a_batch_with_one_bad_operation_writes_none_of_its_good_ones() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let open = || {
-        Bitcask::builder(dir.path())
-            .max_key_size(16)
-            .max_value_size(64)
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_key_size: 16,
+                max_value_size: 64,
+                ..Options::default()
+            },
+        )
     };
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()))?;
+    let store = store_with_data(dir.path(), Options::default())?;
     store.close()?;
     let store = open()?;
 
@@ -242,9 +260,7 @@ fn a_file_where_the_directory_should_be_is_refused_with_not_a_directory() -> Res
     let path = parent.path().join("store");
     fs::write(&path, b"not a store")?;
 
-    let error = Bitcask::builder(&path)
-        .open()
-        .expect_err("a file is no store");
+    let error = Bitcask::open(&path, Options::default()).expect_err("a file is no store");
     assert!(
         matches!(&error, Error::NotADirectory { path: p } if *p == path),
         "{error:?}"
@@ -270,10 +286,14 @@ fn a_missing_directory_without_create_if_missing_is_refused_with_not_found() -> 
     let parent = tempfile::tempdir()?;
     let path = parent.path().join("missing");
 
-    let error = Bitcask::builder(&path)
-        .create_if_missing(false)
-        .open()
-        .expect_err("nothing to open");
+    let error = Bitcask::open(
+        &path,
+        Options {
+            create_if_missing: false,
+            ..Options::default()
+        },
+    )
+    .expect_err("nothing to open");
     assert!(
         matches!(&error, Error::NotFound { path: p } if *p == path),
         "{error:?}"
@@ -293,11 +313,17 @@ fn a_missing_directory_without_create_if_missing_is_refused_with_not_found() -> 
     Ok(())
 }
 
+/// The default options with one change.
+fn options_with(change: impl FnOnce(&mut Options)) -> Options {
+    let mut options = Options::default();
+    change(&mut options);
+    options
+}
+
 #[test]
 fn invalid_options_are_refused_with_invalid_options_before_touching_the_disk() -> Result<()> {
     let parent = tempfile::tempdir()?;
     let path = parent.path().join("store");
-    let builder = || Bitcask::builder(&path);
     let ratio = |min_dead_ratio| {
         Some(MergeTrigger {
             min_dead_ratio,
@@ -305,37 +331,55 @@ fn invalid_options_are_refused_with_invalid_options_before_touching_the_disk() -
         })
     };
     let cases = [
-        ("max_file_size", builder().max_file_size(MIN_FILE_SIZE - 1)),
-        ("max_file_size", builder().max_file_size(MAX_FILE_SIZE + 1)),
-        ("max_key_size", builder().max_key_size(0)),
+        (
+            "max_file_size",
+            options_with(|o| o.max_file_size = MIN_FILE_SIZE - 1),
+        ),
+        (
+            "max_file_size",
+            options_with(|o| o.max_file_size = MAX_FILE_SIZE + 1),
+        ),
+        ("max_key_size", options_with(|o| o.max_key_size = 0)),
         (
             "max_key_size",
-            builder().max_key_size(usize::from(u16::MAX) + 1),
+            options_with(|o| o.max_key_size = usize::from(u16::MAX) + 1),
         ),
         (
             "max_value_size",
-            builder().max_value_size(usize::try_from(MAX_FILE_SIZE).expect("64-bit") + 1),
+            options_with(|o| {
+                o.max_value_size = usize::try_from(MAX_FILE_SIZE).expect("64-bit") + 1;
+            }),
         ),
-        ("max_batch_size", builder().max_batch_size(10)),
+        ("max_batch_size", options_with(|o| o.max_batch_size = 10)),
         (
             "max_batch_size",
-            builder().max_batch_size(usize::try_from(MAX_FILE_SIZE).expect("64-bit") + 1),
+            options_with(|o| {
+                o.max_batch_size = usize::try_from(MAX_FILE_SIZE).expect("64-bit") + 1;
+            }),
         ),
         (
             "interval",
-            builder().sync(caskade_engine::SyncPolicy::Interval(Duration::ZERO)),
+            options_with(|o| o.sync = caskade_engine::SyncPolicy::Interval(Duration::ZERO)),
         ),
-        ("min_dead_ratio", builder().auto_merge(ratio(0.0))),
-        ("min_dead_ratio", builder().auto_merge(ratio(1.5))),
-        ("min_dead_ratio", builder().auto_merge(ratio(f64::NAN))),
+        (
+            "min_dead_ratio",
+            options_with(|o| o.auto_merge = ratio(0.0)),
+        ),
+        (
+            "min_dead_ratio",
+            options_with(|o| o.auto_merge = ratio(1.5)),
+        ),
+        (
+            "min_dead_ratio",
+            options_with(|o| o.auto_merge = ratio(f64::NAN)),
+        ),
         (
             "maintenance_interval",
-            builder().maintenance_interval(Duration::ZERO),
+            options_with(|o| o.maintenance_interval = Duration::ZERO),
         ),
     ];
-    for (option, builder) in cases {
-        let options = builder.options().clone();
-        let error = builder.open().expect_err("invalid options are refused");
+    for (option, options) in cases {
+        let error = Bitcask::open(&path, options.clone()).expect_err("invalid options are refused");
         let Error::InvalidOptions { reason } = &error else {
             panic!("{option}: expected InvalidOptions, got {error:?}");
         };
@@ -352,10 +396,12 @@ fn invalid_options_are_refused_with_invalid_options_before_touching_the_disk() -
     }
 
     // The bounds themselves are valid.
-    let store = builder()
-        .max_file_size(MIN_FILE_SIZE)
-        .max_key_size(1)
-        .open()?;
+    let bounds = Options {
+        max_file_size: MIN_FILE_SIZE,
+        max_key_size: 1,
+        ..Options::default()
+    };
+    let store = Bitcask::open(&path, bounds)?;
     store.put(b"k", b"v")?;
     store.close()
 }
@@ -363,8 +409,11 @@ fn invalid_options_are_refused_with_invalid_options_before_touching_the_disk() -
 #[test]
 fn max_batch_size_below_the_minimum_its_message_states_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let too_small = Bitcask::builder(dir.path()).max_batch_size(1);
-    let Err(Error::InvalidOptions { reason }) = too_small.open() else {
+    let too_small = Options {
+        max_batch_size: 1,
+        ..Options::default()
+    };
+    let Err(Error::InvalidOptions { reason }) = Bitcask::open(dir.path(), too_small) else {
         panic!("a 1-byte max_batch_size is refused");
     };
     // The message states the smallest accepted size; every size below it must be refused.
@@ -373,25 +422,41 @@ fn max_batch_size_below_the_minimum_its_message_states_is_refused() -> Result<()
         .find_map(|word| word.parse().ok())
         .expect("the message states a minimum in bytes");
     for size in [1, stated_minimum - 1] {
-        let result = Bitcask::builder(dir.path()).max_batch_size(size).open();
+        let result = Bitcask::open(
+            dir.path(),
+            Options {
+                max_batch_size: size,
+                ..Options::default()
+            },
+        );
         assert!(
             matches!(result, Err(Error::InvalidOptions { .. })),
             "max_batch_size({size}) is below the stated minimum ({reason}) but was accepted"
         );
     }
     // The smallest batch size works once keys and values are small enough to fit it.
-    Bitcask::builder(dir.path())
-        .max_batch_size(stated_minimum)
-        .max_key_size(1)
-        .max_value_size(0)
-        .open()?
-        .close()
+    Bitcask::open(
+        dir.path(),
+        Options {
+            max_batch_size: stated_minimum,
+            max_key_size: 1,
+            max_value_size: 0,
+            ..Options::default()
+        },
+    )?
+    .close()
 }
 
 /// Writes enough into 1 KiB files to seal a few, closes (writing hint files), and returns the
 /// values written.
 fn sealed_store(dir: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let store = Bitcask::builder(dir).max_file_size(1024).open()?;
+    let store = Bitcask::open(
+        dir,
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    )?;
     let mut written = Vec::new();
     for i in 0..40 {
         let (key, value) = (
@@ -424,7 +489,13 @@ fn an_unreadable_data_file_fails_open_with_an_io_error_or_is_read_by_root() -> R
     // Root (or CAP_DAC_OVERRIDE) ignores permission bits; find out rather than assume.
     let enforced = fs::File::open(&first).is_err();
 
-    let opened = Bitcask::builder(dir.path()).max_file_size(1024).open();
+    let opened = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    );
     if enforced {
         let error = opened.expect_err("an unreadable data file cannot be opened");
         let Error::Io(io_error) = &error else {
@@ -449,7 +520,13 @@ fn an_unreadable_data_file_fails_open_with_an_io_error_or_is_read_by_root() -> R
 
     fs::set_permissions(&first, fs::Permissions::from_mode(0o644))?;
     assert_eq!(snapshot(dir.path())?, before, "nothing written");
-    let store = Bitcask::builder(dir.path()).max_file_size(1024).open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    )?;
     assert_holds(&store, &written)?;
     store.close()
 }
@@ -466,17 +543,27 @@ fn a_data_file_that_cannot_be_mapped_fails_open_with_an_io_error() -> Result<()>
     fs::remove_file(&first)?;
     fs::create_dir(&first)?;
 
-    let error = Bitcask::builder(dir.path())
-        .max_file_size(1024)
-        .open()
-        .expect_err("a directory is no data file");
+    let error = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    )
+    .expect_err("a directory is no data file");
     assert!(matches!(error, Error::Io(_)), "{error:?}");
     assert!(first.is_dir(), "left as it was");
 
     fs::remove_dir(&first)?;
     fs::write(&first, saved)?;
     assert_eq!(snapshot(dir.path())?, before, "nothing else written");
-    let store = Bitcask::builder(dir.path()).max_file_size(1024).open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: 1024,
+            ..Options::default()
+        },
+    )?;
     assert_holds(&store, &written)?;
     store.close()
 }
@@ -485,7 +572,7 @@ fn a_data_file_that_cannot_be_mapped_fails_open_with_an_io_error() -> Result<()>
 fn backup_into_a_non_empty_destination_is_refused_with_backup_destination_not_empty() -> Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()))?;
+    let store = store_with_data(dir.path(), Options::default())?;
     let elsewhere = tempfile::tempdir()?;
 
     let occupied = elsewhere.path().join("occupied");
@@ -522,7 +609,7 @@ fn backup_into_a_non_empty_destination_is_refused_with_backup_destination_not_em
     fs::create_dir(&empty)?;
     store.backup(&empty)?;
     store.close()?;
-    let copy = Bitcask::builder(&empty).open()?;
+    let copy = Bitcask::open(&empty, Options::default())?;
     assert_eq!(copy.get(b"existing")?, Some(b"value".to_vec()));
     copy.close()
 }
@@ -530,7 +617,7 @@ fn backup_into_a_non_empty_destination_is_refused_with_backup_destination_not_em
 #[test]
 fn every_operation_on_a_clone_after_close_is_refused_with_closed() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = store_with_data(dir.path(), Bitcask::builder(dir.path()))?;
+    let store = store_with_data(dir.path(), Options::default())?;
     let clone = store.clone();
     store.close()?;
     let before = snapshot(dir.path())?;
@@ -559,7 +646,7 @@ fn every_operation_on_a_clone_after_close_is_refused_with_closed() -> Result<()>
     assert_eq!(snapshot(dir.path())?, before, "nothing written after close");
 
     // Closing again is not an error, and the lock is free for a new handle.
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     closed("put while reopened", clone.put(b"new", b"value"));
     clone.close()?;
     assert_eq!(reopened.get(b"existing")?, Some(b"value".to_vec()));

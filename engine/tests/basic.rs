@@ -1,13 +1,17 @@
 //! Everyday use: put, get, delete, batches, reopen, rotation, merge, backup.
 
-use caskade_engine::{Bitcask, Interest, RecordCursor, Result, SyncPolicy, WriteBatch};
+use caskade_engine::{Bitcask, Interest, Options, RecordCursor, Result, SyncPolicy, WriteBatch};
 
 /// A store of 4 KiB files that merges only when told to.
 fn small_files(dir: &std::path::Path) -> Result<Bitcask> {
-    Bitcask::builder(dir)
-        .max_file_size(4096)
-        .auto_merge(None)
-        .open()
+    Bitcask::open(
+        dir,
+        Options {
+            max_file_size: 4096,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )
 }
 
 #[test]
@@ -63,7 +67,7 @@ fn values_survive_reopen_rotation_and_merge() -> Result<()> {
     let store = open()?;
     check(&store)?;
     store.close()?;
-    let copy = Bitcask::builder(backup.path().join("copy")).open()?;
+    let copy = Bitcask::open(backup.path().join("copy"), Options::default())?;
     check(&copy)?;
     Ok(())
 }
@@ -71,13 +75,17 @@ fn values_survive_reopen_rotation_and_merge() -> Result<()> {
 #[test]
 fn never_policy_reads_its_own_buffered_writes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .sync(SyncPolicy::Never)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )?;
     store.put(b"k", b"v")?;
     assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
     store.close()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
     Ok(())
 }
@@ -212,9 +220,13 @@ fn read_on_ends_at_a_merged_away_file_and_never_reads_unflushed_writes() -> Resu
     );
 
     let buffered_dir = tempfile::tempdir()?;
-    let buffered = Bitcask::builder(buffered_dir.path())
-        .sync(SyncPolicy::Never)
-        .open()?;
+    let buffered = Bitcask::open(
+        buffered_dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )?;
     buffered.put(b"anchor", b"a")?;
     buffered.sync()?;
     buffered.put(b"buffered", b"b")?;

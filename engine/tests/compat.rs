@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use caskade_engine::format::{FileHeader, FileKind, FormatVersion};
-use caskade_engine::{Bitcask, WriteBatch, check};
+use caskade_engine::{Bitcask, Options, WriteBatch, check};
 
 /// Live keys of the fixture and their values, as text.
 const EXPECTED: &[(&str, &str)] = &[
@@ -89,10 +89,14 @@ fn binary_value() -> Vec<u8> {
 /// sealed data file.
 fn generate_fixture(dir: &Path) -> caskade_engine::Result<()> {
     let open = || {
-        Bitcask::builder(dir)
-            .max_file_size(1024)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir,
+            Options {
+                max_file_size: 1024,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open()?;
     for i in 0..30 {
@@ -216,7 +220,7 @@ fn fixture_from_first_release_still_opens() -> Result<(), Box<dyn Error>> {
     assert_eq!(report.data_files, data_files);
     assert!(report.hint_files >= 1 && report.hint_files < data_files - 1);
 
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     let recovery = store.recovery_report();
     assert_eq!(recovery.torn_tail, None);
     assert_eq!(recovery.data_files, data_files);
@@ -228,7 +232,7 @@ fn fixture_from_first_release_still_opens() -> Result<(), Box<dyn Error>> {
     store.put(b"user:03", b"written by this release")?;
     store.delete(b"user:00")?;
     store.close()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(
         store.get(b"user:03")?,
         Some(b"written by this release".to_vec())
@@ -252,7 +256,7 @@ fn fixture_from_first_release_still_opens() -> Result<(), Box<dyn Error>> {
 fn fixture_generator_writes_the_expected_contents() -> Result<(), Box<dyn Error>> {
     let generated = tempfile::tempdir()?;
     generate_fixture(generated.path())?;
-    let store = Bitcask::builder(generated.path()).open()?;
+    let store = Bitcask::open(generated.path(), Options::default())?;
     assert_expected_contents(&store)?;
     store.close()?;
 

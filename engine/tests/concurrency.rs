@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use caskade_engine::{Bitcask, Result, SyncPolicy, WriteBatch, check};
+use caskade_engine::{Bitcask, Options, Result, SyncPolicy, WriteBatch, check};
 
 const WRITERS: u32 = 4;
 const READERS: u32 = 3;
@@ -149,11 +149,15 @@ fn assert_final_generation(store: &Bitcask) -> Result<()> {
 fn writers_readers_and_merges(sync: SyncPolicy, max_file_size: u64, merges: u32) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let open = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(max_file_size)
-            .sync(sync)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size,
+                sync,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open()?;
     let start = Arc::new(Barrier::new((WRITERS + READERS + 1) as usize));
@@ -234,11 +238,15 @@ fn group_commit_makes_every_acknowledged_write_durable() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // Small files so rotations happen while batches wait for their group sync.
     let open = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(8192)
-            .sync(SyncPolicy::Always)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: 8192,
+                sync: SyncPolicy::Always,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open()?;
     let start = Barrier::new(THREADS as usize);
@@ -309,11 +317,15 @@ fn begin_write_publishes_batches_in_submission_order() -> Result<()> {
     const READS: u32 = 4_000;
     let dir = tempfile::tempdir()?;
     let open = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(8192)
-            .sync(SyncPolicy::Always)
-            .auto_merge(None)
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: 8192,
+                sync: SyncPolicy::Always,
+                auto_merge: None,
+                ..Options::default()
+            },
+        )
     };
     let store = open()?;
     let entry = |n: u32| format!("entry-{n:05}").into_bytes();

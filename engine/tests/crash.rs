@@ -16,7 +16,7 @@ use std::time::Duration;
 mod common;
 use common::{Model, contents};
 
-use caskade_engine::{Bitcask, MergeTrigger, SyncPolicy, WriteBatch, check};
+use caskade_engine::{Bitcask, MergeTrigger, Options, SyncPolicy, WriteBatch, check};
 
 type TestResult = std::result::Result<(), Box<dyn Error>>;
 
@@ -117,21 +117,22 @@ fn model_after(count: u64) -> Model {
 
 /// The child: writes until killed, acknowledging each write once it has returned.
 fn run_child(dir: &Path) -> TestResult {
-    let mut builder = Bitcask::builder(dir).sync(SyncPolicy::Always);
-    if let Ok(size) = std::env::var(CHILD_FILE_SIZE_VAR) {
-        builder = builder.max_file_size(size.parse()?);
-    }
-    builder = if std::env::var_os(CHILD_AUTO_MERGE_VAR).is_some() {
-        builder
-            .auto_merge(Some(MergeTrigger {
-                min_dead_ratio: 0.3,
-                min_dead_bytes: 1,
-            }))
-            .maintenance_interval(Duration::from_millis(5))
-    } else {
-        builder.auto_merge(None)
+    let mut options = Options {
+        sync: SyncPolicy::Always,
+        auto_merge: None,
+        ..Options::default()
     };
-    let store = builder.open()?;
+    if let Ok(size) = std::env::var(CHILD_FILE_SIZE_VAR) {
+        options.max_file_size = size.parse()?;
+    }
+    if std::env::var_os(CHILD_AUTO_MERGE_VAR).is_some() {
+        options.auto_merge = Some(MergeTrigger {
+            min_dead_ratio: 0.3,
+            min_dead_bytes: 1,
+        });
+        options.maintenance_interval = Duration::from_millis(5);
+    }
+    let store = Bitcask::open(dir, options)?;
     let mut out = std::io::stdout().lock();
     // libtest may have printed part of a line; acknowledgements start on lines of their own.
     writeln!(out)?;
@@ -197,7 +198,13 @@ fn crash_child(dir: &Path, run: Run) -> Result<u64, Box<dyn Error>> {
 }
 
 fn verify_after_crash(dir: &Path, run: Run, acked: u64) -> TestResult {
-    let store = Bitcask::builder(dir).auto_merge(None).open()?;
+    let store = Bitcask::open(
+        dir,
+        Options {
+            auto_merge: None,
+            ..Options::default()
+        },
+    )?;
     let found = contents(&store)?;
     // Write `acked` may have reached the disk before the kill without being acknowledged;
     // write `acked + 1` never started. Batches are all or nothing, so no other state will do.
@@ -216,7 +223,13 @@ fn verify_after_crash(dir: &Path, run: Run, acked: u64) -> TestResult {
 
     let report = check(dir)?;
     assert!(report.is_ok(), "{run:?}: {:?}", report.problems);
-    let store = Bitcask::builder(dir).auto_merge(None).open()?;
+    let store = Bitcask::open(
+        dir,
+        Options {
+            auto_merge: None,
+            ..Options::default()
+        },
+    )?;
     assert_eq!(store.recovery_report().torn_tail, None, "{run:?}");
     assert_eq!(store.get(b"after-the-crash")?, Some(b"works".to_vec()));
     store.close()?;

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use caskade_engine::{Bitcask, Error, Result, SyncPolicy, check};
+use caskade_engine::{Bitcask, Error, Options, Result, SyncPolicy, check};
 
 fn assert_locked(result: Result<impl std::fmt::Debug>, dir: &Path, what: &str) {
     match result {
@@ -21,7 +21,7 @@ fn assert_locked(result: Result<impl std::fmt::Debug>, dir: &Path, what: &str) {
 #[test]
 fn a_second_open_of_an_open_store_is_locked() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let first = Bitcask::builder(dir.path()).open()?;
+    let first = Bitcask::open(dir.path(), Options::default())?;
     first.put(b"k", b"v")?;
     let lock_contents = fs::read(dir.path().join("LOCK"))?;
     assert_eq!(
@@ -29,9 +29,7 @@ fn a_second_open_of_an_open_store_is_locked() -> Result<()> {
         format!("{}\n", std::process::id()).into_bytes()
     );
 
-    let error = Bitcask::builder(dir.path())
-        .open()
-        .expect_err("already open");
+    let error = Bitcask::open(dir.path(), Options::default()).expect_err("already open");
     assert_eq!(
         error.to_string(),
         format!(
@@ -42,7 +40,7 @@ fn a_second_open_of_an_open_store_is_locked() -> Result<()> {
     assert_locked(Err::<(), _>(error), dir.path(), "second open");
     // The refused open neither released the first handle's lock nor rewrote the lock file.
     assert_locked(
-        Bitcask::builder(dir.path()).open(),
+        Bitcask::open(dir.path(), Options::default()),
         dir.path(),
         "third open",
     );
@@ -52,7 +50,7 @@ fn a_second_open_of_an_open_store_is_locked() -> Result<()> {
     first.put(b"k2", b"v2")?;
     assert_eq!(first.get(b"k")?, Some(b"v".to_vec()));
     first.close()?;
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(reopened.get(b"k2")?, Some(b"v2".to_vec()));
     reopened.close()
 }
@@ -60,7 +58,7 @@ fn a_second_open_of_an_open_store_is_locked() -> Result<()> {
 #[test]
 fn check_on_an_open_store_is_locked() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     store.put(b"k", b"v")?;
     assert_locked(check(dir.path()), dir.path(), "check while open");
     store.close()?;
@@ -69,24 +67,24 @@ fn check_on_an_open_store_is_locked() -> Result<()> {
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.records, 1);
     // check releases the lock when it is done.
-    Bitcask::builder(dir.path()).open()?.close()
+    Bitcask::open(dir.path(), Options::default())?.close()
 }
 
 #[test]
 fn close_releases_the_lock_even_while_clones_are_alive() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     let clone = store.clone();
     store.put(b"k", b"v")?;
     store.close()?;
 
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(reopened.get(b"k")?, Some(b"v".to_vec()));
     assert!(matches!(clone.get(b"k"), Err(Error::Closed)));
     drop(clone);
     // Dropping the closed clone does not release the new handle's lock.
     assert_locked(
-        Bitcask::builder(dir.path()).open(),
+        Bitcask::open(dir.path(), Options::default()),
         dir.path(),
         "after drop",
     );
@@ -97,21 +95,25 @@ fn close_releases_the_lock_even_while_clones_are_alive() -> Result<()> {
 fn dropping_the_last_handle_releases_the_lock() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // Buffered writes, so the drop has something to flush.
-    let store = Bitcask::builder(dir.path())
-        .sync(SyncPolicy::Never)
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )?;
     let clone = store.clone();
     store.put(b"k", b"v")?;
     drop(store);
     assert_locked(
-        Bitcask::builder(dir.path()).open(),
+        Bitcask::open(dir.path(), Options::default()),
         dir.path(),
         "a clone lives",
     );
     clone.put(b"k2", b"v2")?;
     drop(clone);
 
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(reopened.get(b"k")?, Some(b"v".to_vec()), "the drop flushed");
     assert_eq!(
         reopened.get(b"k2")?,
@@ -124,16 +126,16 @@ fn dropping_the_last_handle_releases_the_lock() -> Result<()> {
 #[test]
 fn a_keys_iterator_outliving_its_store_neither_holds_nor_releases_the_lock() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     store.put(b"k", b"v")?;
     let keys = store.keys();
     // The iterator is not a handle: dropping the last handle closes the store.
     drop(store);
-    let reopened = Bitcask::builder(dir.path()).open()?;
+    let reopened = Bitcask::open(dir.path(), Options::default())?;
     // Dropping the old store's last remnant leaves the new handle's lock alone.
     drop(keys);
     assert_locked(
-        Bitcask::builder(dir.path()).open(),
+        Bitcask::open(dir.path(), Options::default()),
         dir.path(),
         "after the iterator",
     );
@@ -152,7 +154,7 @@ const CROSS_PROCESS_TEST: &str =
 /// The child's part: open the store, write a key, say so, and hold the lock until the parent
 /// closes our stdin.
 fn hold_lock_until_stdin_closes(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Bitcask::builder(dir).open()?;
+    let store = Bitcask::open(dir, Options::default())?;
     store.put(b"written-by", b"child")?;
     println!("{HOLDING}");
     std::io::stdout().flush()?;
@@ -202,7 +204,7 @@ fn a_store_open_in_another_process_is_locked_until_that_process_exits()
     }
 
     assert_locked(
-        Bitcask::builder(dir.path()).open(),
+        Bitcask::open(dir.path(), Options::default()),
         dir.path(),
         "open while the child holds it",
     );
@@ -221,7 +223,7 @@ fn a_store_open_in_another_process_is_locked_until_that_process_exits()
         String::from_utf8_lossy(&finished.stderr)
     );
 
-    let store = Bitcask::builder(dir.path()).open()?;
+    let store = Bitcask::open(dir.path(), Options::default())?;
     assert_eq!(store.get(b"written-by")?, Some(b"child".to_vec()));
     store.close()?;
     Ok(())

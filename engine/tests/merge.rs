@@ -15,7 +15,8 @@ mod common;
 use common::{Model, contents};
 
 use caskade_engine::{
-    Bitcask, Error, MergeProgress, MergeTrigger, Result, Stats, SyncPolicy, WriteBatch, check,
+    Bitcask, Error, MergeProgress, MergeTrigger, Options, Result, Stats, SyncPolicy, WriteBatch,
+    check,
 };
 use fail::FailScenario;
 
@@ -24,10 +25,14 @@ const RECORD_HEADER_LEN: u64 = 19;
 const FILE_HEADER_LEN: u64 = 16;
 
 fn open(dir: &Path) -> Result<Bitcask> {
-    Bitcask::builder(dir)
-        .max_file_size(SMALL_FILE)
-        .auto_merge(None)
-        .open()
+    Bitcask::open(
+        dir,
+        Options {
+            max_file_size: SMALL_FILE,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )
 }
 
 /// Asserts the store holds exactly `model`, and that none of `deleted` is readable.
@@ -233,12 +238,16 @@ fn merge_while_writers_run_keeps_each_writers_last_write() -> Result<()> {
     let _serial = FailScenario::setup();
     for sync in [SyncPolicy::Always, SyncPolicy::Never] {
         let dir = tempfile::tempdir()?;
-        let store = Bitcask::builder(dir.path())
-            .max_file_size(SMALL_FILE)
-            .auto_merge(None)
-            .sync(sync)
-            .write_buffer_size(256)
-            .open()?;
+        let store = Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: SMALL_FILE,
+                auto_merge: None,
+                sync,
+                write_buffer_size: 256,
+                ..Options::default()
+            },
+        )?;
         let start = Barrier::new(WRITERS as usize + 1);
         let finished = AtomicUsize::new(0);
         let (expected, merges) = std::thread::scope(|scope| -> Result<(Model, usize)> {
@@ -310,11 +319,15 @@ fn fire_on(occurrence: usize) -> String {
 fn store_to_crash(dir: &Path) -> Result<(Bitcask, Model, Vec<Vec<u8>>)> {
     // No sync per write, to keep the many stores cheap: the crash is simulated in-process,
     // and the merge syncs everything it reads before it starts.
-    let store = Bitcask::builder(dir)
-        .max_file_size(SMALL_FILE)
-        .auto_merge(None)
-        .sync(SyncPolicy::Never)
-        .open()?;
+    let store = Bitcask::open(
+        dir,
+        Options {
+            max_file_size: SMALL_FILE,
+            auto_merge: None,
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )?;
     let (model, deleted) = churn(&store)?;
     Ok((store, model, deleted))
 }
@@ -446,14 +459,18 @@ fn auto_merge_reclaims_dead_data_by_itself() -> Result<()> {
     let _serial = FailScenario::setup();
     let dir = tempfile::tempdir()?;
     let open_auto = || {
-        Bitcask::builder(dir.path())
-            .max_file_size(SMALL_FILE)
-            .auto_merge(Some(MergeTrigger {
-                min_dead_ratio: 0.3,
-                min_dead_bytes: 1,
-            }))
-            .maintenance_interval(Duration::from_millis(10))
-            .open()
+        Bitcask::open(
+            dir.path(),
+            Options {
+                max_file_size: SMALL_FILE,
+                auto_merge: Some(MergeTrigger {
+                    min_dead_ratio: 0.3,
+                    min_dead_bytes: 1,
+                }),
+                maintenance_interval: Duration::from_millis(10),
+                ..Options::default()
+            },
+        )
     };
     let store = open_auto()?;
     let model = overwrite(&store, 40)?;
@@ -490,11 +507,15 @@ fn auto_merge_reclaims_dead_data_by_itself() -> Result<()> {
 fn without_auto_merge_files_are_never_merged() -> Result<()> {
     let _serial = FailScenario::setup();
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path())
-        .max_file_size(SMALL_FILE)
-        .auto_merge(None)
-        .maintenance_interval(Duration::from_millis(1))
-        .open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            max_file_size: SMALL_FILE,
+            auto_merge: None,
+            maintenance_interval: Duration::from_millis(1),
+            ..Options::default()
+        },
+    )?;
     let model = overwrite(&store, 40)?;
     let ids: Vec<u32> = store.stats().files.iter().map(|f| f.file_id.0).collect();
     assert!(ids.len() > 10, "the overwrites rotate files: {ids:?}");

@@ -11,7 +11,7 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
-use caskade_engine::{Bitcask, SyncPolicy, WriteBatch, check};
+use caskade_engine::{Bitcask, Options, SyncPolicy, WriteBatch, check};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -112,13 +112,17 @@ fn case_strategy() -> impl Strategy<Value = (Limits, Vec<Op>)> {
 }
 
 fn open(dir: &Path, limits: Limits, sync: SyncPolicy) -> caskade_engine::Result<Store> {
-    Bitcask::builder(dir)
-        .max_file_size(limits.max_file_size)
-        .write_buffer_size(limits.write_buffer_size)
-        .sync(sync)
-        .auto_merge(None)
-        .open()
-        .map(|store| Store(Some(store)))
+    Bitcask::open(
+        dir,
+        Options {
+            max_file_size: limits.max_file_size,
+            write_buffer_size: limits.write_buffer_size,
+            sync,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )
+    .map(|store| Store(Some(store)))
 }
 
 /// The store under test. If the test panics while it is open, the handle is leaked rather

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{Model, contents};
 
-use caskade_engine::{Bitcask, CheckReport, Error, FileId, ProblemKind, Result, WriteBatch, check};
+use caskade_engine::{
+    Bitcask, CheckReport, Error, FileId, Options, ProblemKind, Result, WriteBatch, check,
+};
 
 const FILE_HEADER_LEN: usize = 16;
 const RECORD_HEADER_LEN: usize = 19;
@@ -32,10 +34,14 @@ const SMALL_FILE: u64 = 1024;
 type LiveRecords = BTreeMap<Vec<u8>, (u32, usize, Vec<u8>)>;
 
 fn open(dir: &Path) -> Result<Bitcask> {
-    Bitcask::builder(dir)
-        .max_file_size(SMALL_FILE)
-        .auto_merge(None)
-        .open()
+    Bitcask::open(
+        dir,
+        Options {
+            max_file_size: SMALL_FILE,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )
 }
 
 /// Writes to a store and keeps the state they should leave behind.
@@ -1178,7 +1184,13 @@ fn sealed_and_closed_files_hold_no_runway() -> Result<()> {
 #[test]
 fn a_durable_write_gets_the_active_file_a_runway_that_close_trims() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Bitcask::builder(dir.path()).auto_merge(None).open()?;
+    let store = Bitcask::open(
+        dir.path(),
+        Options {
+            auto_merge: None,
+            ..Options::default()
+        },
+    )?;
     store.put(b"key", b"value")?;
     let path = data_path(dir.path(), data_ids(dir.path())?[0]);
     let end = FILE_HEADER_LEN + RECORD_HEADER_LEN + b"key".len() + b"value".len();
@@ -1209,10 +1221,14 @@ fn sectors_lost_from_the_last_write_are_a_torn_tail_even_with_valid_records_afte
     const SECTOR: usize = 512;
     let (src, writes, active, acknowledged) = closed_store()?;
     // The "last write": two batches of several sectors, appended after a reopen.
-    let store = Bitcask::builder(src.path())
-        .max_file_size(1 << 20)
-        .auto_merge(None)
-        .open()?;
+    let store = Bitcask::open(
+        src.path(),
+        Options {
+            max_file_size: 1 << 20,
+            auto_merge: None,
+            ..Options::default()
+        },
+    )?;
     for round in 0..2 {
         let mut batch = WriteBatch::new();
         for i in 0..6 {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use caskade_engine::{Bitcask, SyncPolicy, Tuning, WriteBatch};
+use caskade_engine::{Bitcask, Options, SyncPolicy, Tuning, WriteBatch};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -22,12 +22,16 @@ fn value(writer: u64, batch: u64) -> Vec<u8> {
 }
 
 fn open(dir: &std::path::Path, tuning: Tuning) -> caskade_engine::Result<Bitcask> {
-    Bitcask::builder(dir)
-        .sync(SyncPolicy::Always)
-        .max_file_size(256 << 10)
-        .auto_merge(None)
-        .tuning(tuning)
-        .open()
+    Bitcask::open(
+        dir,
+        Options {
+            sync: SyncPolicy::Always,
+            max_file_size: 256 << 10,
+            auto_merge: None,
+            tuning,
+            ..Options::default()
+        },
+    )
 }
 
 /// Every key of every writer holds the value of that writer's last batch.
@@ -51,9 +55,9 @@ fn every_tuning_mechanism_off_keeps_every_acknowledged_write() -> TestResult {
     let configurations = [
         ("all on", ""),
         ("no gather", "no-gather"),
-        ("no disk pace", "no-disk-pace"),
+        ("no runway", "no-runway"),
         ("no publish helper", "no-publish-helper"),
-        ("all off", "no-gather,no-disk-pace,no-publish-helper"),
+        ("all off", "no-runway,no-gather,no-publish-helper"),
     ];
     for (what, switches) in configurations {
         let tuning = Tuning::parse(switches)?;

@@ -105,9 +105,14 @@ impl Leftovers {
     /// (`SyncPolicy::Always`: every append durable before it returns) and the engine's
     /// tuning switches from `CASKADE_ENGINE_TUNING`.
     fn caskade(&mut self, name: &str) -> EventStore {
-        let mut engine = caskade_engine::Options::default();
-        engine.tuning = common::tuning();
-        let options = Options::default().engine(engine);
+        let engine = caskade_engine::Options {
+            tuning: common::tuning(),
+            ..caskade_engine::Options::default()
+        };
+        let options = Options {
+            engine,
+            ..Options::default()
+        };
         let store = EventStore::open(self.root.path().join(name), options)
             .expect("opening a fresh event store succeeds");
         self.stores.push(store.clone());

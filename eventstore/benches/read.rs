@@ -73,10 +73,18 @@ fn build_stores() -> Stores {
             .expect("creating a temporary directory succeeds")
     };
     let (caskade_dir, sqlite_dir) = (temp_dir("caskade"), temp_dir("sqlite"));
-    let mut engine = caskade_engine::Options::default();
-    engine.tuning = common::tuning();
-    let caskade = EventStore::open(caskade_dir.path(), Options::default().engine(engine))
-        .expect("opening a fresh event store succeeds");
+    let engine = caskade_engine::Options {
+        tuning: common::tuning(),
+        ..caskade_engine::Options::default()
+    };
+    let caskade = EventStore::open(
+        caskade_dir.path(),
+        Options {
+            engine,
+            ..Options::default()
+        },
+    )
+    .expect("opening a fresh event store succeeds");
     let mut sqlite = sqlite_peer::open(&sqlite_dir.path().join("events.db"));
 
     let started = Instant::now();

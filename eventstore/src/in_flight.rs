@@ -137,9 +137,13 @@ mod tests {
     #[test]
     fn entries_are_found_by_ids_and_retired_once_published() -> crate::Result<()> {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let engine = Bitcask::builder(dir.path())
-            .sync(SyncPolicy::Always)
-            .open()?;
+        let engine = Bitcask::open(
+            dir.path(),
+            caskade_engine::Options {
+                sync: SyncPolicy::Always,
+                ..caskade_engine::Options::default()
+            },
+        )?;
         let mut batch = WriteBatch::new();
         batch.put(b"k", b"v");
         let pending = engine.begin_write(batch)?;

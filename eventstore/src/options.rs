@@ -2,9 +2,9 @@
 
 use crate::error::{Error, Result};
 
-/// How an event store is opened. Start from `Options::default()`.
+/// How an event store is opened: set the fields that differ from the defaults,
+/// `Options { max_event_size: 1 << 20, ..Options::default() }`; `open` validates them.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct Options {
     /// The storage engine's options (sync policy, file size, merge trigger...).
     pub engine: caskade_engine::Options,
@@ -32,34 +32,6 @@ impl Default for Options {
 const APPEND_OVERHEAD_PER_EVENT: usize = 256;
 
 impl Options {
-    /// Sets the engine options.
-    #[must_use]
-    pub fn engine(mut self, engine: caskade_engine::Options) -> Self {
-        self.engine = engine;
-        self
-    }
-
-    /// Sets [`Options::max_event_size`].
-    #[must_use]
-    pub fn max_event_size(mut self, bytes: usize) -> Self {
-        self.max_event_size = bytes;
-        self
-    }
-
-    /// Sets [`Options::max_stream_name_len`].
-    #[must_use]
-    pub fn max_stream_name_len(mut self, bytes: usize) -> Self {
-        self.max_stream_name_len = bytes;
-        self
-    }
-
-    /// Sets [`Options::max_append_size`].
-    #[must_use]
-    pub fn max_append_size(mut self, bytes: usize) -> Self {
-        self.max_append_size = bytes;
-        self
-    }
-
     pub(crate) fn validate(&self) -> Result<()> {
         let invalid = |reason| Err(Error::InvalidOptions { reason });
         if self.max_stream_name_len == 0 || self.max_stream_name_len > 32 * 1024 {

@@ -13,11 +13,16 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// No syncing, no automatic merges (each test merges when it means to), and small data
 /// files, so that most records sit in sealed files a merge rewrites.
 fn options() -> caskade_eventstore::Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    engine.auto_merge = None;
-    engine.max_file_size = 16 << 10;
-    caskade_eventstore::Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        auto_merge: None,
+        max_file_size: 16 << 10,
+        ..caskade_engine::Options::default()
+    };
+    caskade_eventstore::Options {
+        engine,
+        ..caskade_eventstore::Options::default()
+    }
 }
 
 fn event(n: u64) -> EventData {

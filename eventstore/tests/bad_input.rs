@@ -17,9 +17,14 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const EVENT_FIXED_LEN: usize = 44;
 
 fn options() -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        ..caskade_engine::Options::default()
+    };
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 fn event(n: u64) -> EventData {
@@ -252,7 +257,13 @@ fn the_nil_uuid_is_refused_as_an_event_id() -> TestResult {
 #[test]
 fn an_event_over_max_event_size_is_rejected_with_its_index_and_size() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = populated(dir.path(), options().max_event_size(1024))?;
+    let store = populated(
+        dir.path(),
+        Options {
+            max_event_size: 1024,
+            ..options()
+        },
+    )?;
     let exact = EventData::binary("Big", vec![7; 1024 - EVENT_FIXED_LEN - 3]);
     let over = EventData::binary("Big", vec![7; 1024 - EVENT_FIXED_LEN - 3 + 1]);
     assert_rejected(
@@ -278,7 +289,11 @@ fn an_event_over_max_event_size_is_rejected_with_its_index_and_size() -> TestRes
 #[test]
 fn an_append_over_max_append_size_is_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let options = options().max_event_size(1024).max_append_size(4096);
+    let options = Options {
+        max_event_size: 1024,
+        max_append_size: 4096,
+        ..options()
+    };
     let store = populated(dir.path(), options)?;
     let events: Vec<EventData> = (0..5)
         .map(|_| EventData::binary("Chunk", vec![1; 1000 - EVENT_FIXED_LEN - 5]))
@@ -436,7 +451,13 @@ fn invalid_metadata_is_rejected() -> TestResult {
 #[test]
 fn custom_metadata_over_max_event_size_is_rejected_with_its_size() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = populated(dir.path(), options().max_event_size(1000))?;
+    let store = populated(
+        dir.path(),
+        Options {
+            max_event_size: 1000,
+            ..options()
+        },
+    )?;
     // A JSON string serializes with its two quotes.
     let at_limit = json!("m".repeat(998));
     store.set_metadata(

@@ -21,9 +21,14 @@ type ThreadResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const THREADS: usize = 8;
 
 fn options(sync: SyncPolicy) -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = sync;
-    Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync,
+        ..caskade_engine::Options::default()
+    };
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 fn event(writer: usize, n: usize, part: usize) -> EventData {
@@ -343,9 +348,17 @@ fn cloned_handles_on_detached_threads_append_to_the_same_store() -> TestResult {
 #[test]
 fn try_begin_append_declines_only_where_a_new_file_is_needed_and_changes_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut engine = caskade_engine::Options::default();
-    engine.max_file_size = 4096;
-    let store = EventStore::open(dir.path(), Options::default().engine(engine))?;
+    let engine = caskade_engine::Options {
+        max_file_size: 4096,
+        ..caskade_engine::Options::default()
+    };
+    let store = EventStore::open(
+        dir.path(),
+        Options {
+            engine,
+            ..Options::default()
+        },
+    )?;
     let mut declined = 0;
     let mut next = ExpectedVersion::NoStream;
     for n in 0..40 {

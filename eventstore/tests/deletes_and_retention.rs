@@ -14,9 +14,14 @@ use serde_json::json;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn options() -> caskade_eventstore::Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    caskade_eventstore::Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        ..caskade_engine::Options::default()
+    };
+    caskade_eventstore::Options {
+        engine,
+        ..caskade_eventstore::Options::default()
+    }
 }
 
 /// Small data files, so most records sit in sealed files that a merge rewrites.

@@ -51,9 +51,14 @@ const TYPES: [&str; 3] = ["Opened", "Deposited", "Closed"];
 const PREFIXES: [Option<&str>; 4] = [None, Some("acct-1"), Some("acct-"), Some("order")];
 
 fn options(sync: SyncPolicy) -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = sync;
-    Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync,
+        ..caskade_engine::Options::default()
+    };
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 /// An expected version as generated; resolved against the model when the op runs.

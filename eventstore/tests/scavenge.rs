@@ -24,12 +24,17 @@ const EVENTS_PER_STREAM: u64 = 20;
 /// No preallocated runway, so file lengths are data; no automatic merges, so each test
 /// decides when space is reclaimed.
 fn options() -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    engine.preallocate = false;
+    let mut engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        ..caskade_engine::Options::default()
+    };
+    engine.tuning.runway = false;
     engine.auto_merge = None;
     engine.max_file_size = 1 << 20;
-    Options::default().engine(engine)
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 fn event(stream: usize, n: u64) -> EventData {

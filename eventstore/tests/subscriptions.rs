@@ -24,9 +24,14 @@ const WAIT: Duration = Duration::from_secs(30);
 const MAX_MESSAGES: usize = 100_000;
 
 fn options() -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        ..caskade_engine::Options::default()
+    };
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 /// Under `SyncPolicy::Always` an append is visible only once synced, so the durable heads
@@ -375,11 +380,20 @@ async fn an_event_delivered_while_catching_up_is_not_awaited_again() -> TestResu
 /// every one delivers the whole stream and the whole of `$all`, in order, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_switches_to_live_lose_nothing_under_every_sync_policy() -> TestResult {
-    let mut interval = caskade_engine::Options::default();
-    interval.sync = SyncPolicy::Interval(Duration::from_millis(1));
+    let interval = caskade_engine::Options {
+        sync: SyncPolicy::Interval(Duration::from_millis(1)),
+        ..caskade_engine::Options::default()
+    };
     let policies = [
         (options(), 60, 20),
-        (Options::default().engine(interval), 60, 20),
+        (
+            Options {
+                engine: interval,
+                ..Options::default()
+            },
+            60,
+            20,
+        ),
         (always_options(), 15, 8),
     ];
     for (options, rounds, appends) in policies {

@@ -136,13 +136,16 @@ mod tests {
 
     #[test]
     fn the_minimum_follows_whichever_limit_is_larger() {
-        let mut options = Options::default().max_event_size(1000);
+        let mut options = Options {
+            max_event_size: 1000,
+            ..Options::default()
+        };
         assert_eq!(
             min_message_size(&options),
             options.engine.max_key_size + KEY_MESSAGE_OVERHEAD
         );
         options.engine.max_key_size = 100;
-        options = options.max_stream_name_len(80);
+        options.max_stream_name_len = 80;
         assert_eq!(
             min_message_size(&options),
             1000 + 80 + ITEM_MESSAGE_OVERHEAD

@@ -5,7 +5,7 @@
 
 mod common;
 
-use caskade_eventstore::EventStore;
+use caskade_eventstore::{EventStore, Options};
 use caskade_proto::v1 as pb;
 use caskade_server::ServerConfig;
 use common::{
@@ -521,7 +521,11 @@ async fn input_over_a_size_limit_is_resource_exhausted() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut options = common::options();
     options.engine.max_value_size = 16 << 10;
-    let options = options.max_event_size(1 << 10).max_append_size(4 << 10);
+    let options = Options {
+        max_event_size: 1 << 10,
+        max_append_size: 4 << 10,
+        ..options
+    };
     let server = TestServer::start(
         EventStore::open(dir.path(), options)?,
         ServerConfig::default(),
@@ -754,7 +758,10 @@ async fn a_message_over_max_message_size_is_resource_exhausted() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_limit_below_the_largest_event_is_refused_before_serving() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let options = common::options().max_event_size(1 << 20);
+    let options = Options {
+        max_event_size: 1 << 20,
+        ..common::options()
+    };
     let needed = caskade_server::min_message_size(&options);
     assert!(needed > 1 << 20, "{needed}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use caskade_eventstore::EventStore;
+use caskade_eventstore::{EventStore, Options};
 use caskade_proto::v1 as pb;
 use caskade_server::ServerConfig;
 use common::{
@@ -1139,7 +1139,10 @@ async fn admin_stats_file_lengths_cover_their_live_and_dead_bytes() -> TestResul
 async fn reads_larger_than_the_message_limit_come_back_in_messages_within_it() -> TestResult {
     const MAX_MESSAGE: usize = 1 << 20;
     let dir = tempfile::tempdir()?;
-    let options = common::options().max_event_size(64 << 10);
+    let options = Options {
+        max_event_size: 64 << 10,
+        ..common::options()
+    };
     let config = ServerConfig {
         max_message_size: MAX_MESSAGE,
         ..ServerConfig::default()

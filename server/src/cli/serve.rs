@@ -124,17 +124,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = parse_sync(&args.sync)?;
-    engine.max_file_size = args.max_file_size;
+    let mut engine = caskade_engine::Options {
+        sync: parse_sync(&args.sync)?,
+        max_file_size: args.max_file_size,
+        ..caskade_engine::Options::default()
+    };
     engine.auto_merge = (args.merge_dead_bytes > 0).then_some(MergeTrigger {
         min_dead_ratio: args.merge_dead_ratio,
         min_dead_bytes: args.merge_dead_bytes,
     });
-    let options = caskade_eventstore::Options::default()
-        .engine(engine)
-        .max_event_size(args.max_event_size)
-        .max_stream_name_len(args.max_stream_name_len);
+    // Benchmarks switch the engine's tuning mechanisms off through the environment, so that
+    // the same binary serves both sides of an A/B.
+    engine.tuning = caskade_engine::Tuning::from_env().map_err(anyhow::Error::msg)?;
+    let options = caskade_eventstore::Options {
+        engine,
+        max_event_size: args.max_event_size,
+        max_stream_name_len: args.max_stream_name_len,
+        ..caskade_eventstore::Options::default()
+    };
     let needed = caskade_server::min_message_size(&options);
     if args.max_message_size < needed {
         bail!(

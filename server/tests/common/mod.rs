@@ -49,16 +49,24 @@ pub(crate) async fn within<F: Future>(what: &str, future: F) -> TestResult<F::Ou
 /// Event-store options for tests where durability is not what is checked: no syncing, no
 /// automatic merges.
 pub(crate) fn options() -> Options {
-    let mut engine = caskade_engine::Options::default();
-    engine.sync = SyncPolicy::Never;
-    engine.auto_merge = None;
-    Options::default().engine(engine)
+    let engine = caskade_engine::Options {
+        sync: SyncPolicy::Never,
+        auto_merge: None,
+        ..caskade_engine::Options::default()
+    };
+    Options {
+        engine,
+        ..Options::default()
+    }
 }
 
 /// [`options`] with limits small enough for a server whose messages are at most
 /// `max_message` bytes: events of up to half of it, keys of up to 4 KiB.
 pub(crate) fn options_for_messages_of(max_message: usize) -> Options {
-    let mut options = options().max_event_size(max_message / 2);
+    let mut options = Options {
+        max_event_size: max_message / 2,
+        ..options()
+    };
     options.engine.max_key_size = 4096;
     options
 }
