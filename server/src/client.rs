@@ -137,6 +137,7 @@ impl Connection {
             None => None,
         };
         if let Some(tls) = &config.tls {
+            crate::install_tls_provider();
             let pem = std::fs::read(&tls.ca).map_err(|source| ConnectError::ReadCa {
                 path: tls.ca.clone(),
                 source,

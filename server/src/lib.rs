@@ -1,5 +1,6 @@
 //! Caskade's gRPC server: the `caskade.v1` `Streams`, `Kv` and `Admin` services over an
-//! [`EventStore`], plus the standard health and reflection services. With a token configured,
+//! [`EventStore`], KurrentDB's v1 API over the same store ([`kurrent`]), plus the standard
+//! health and reflection services. With a token configured,
 //! every service but health requires it; health stays open for load balancers' probes.
 //!
 //! This crate only translates: each RPC decodes its request, calls the event store (on the
@@ -13,6 +14,7 @@
 
 pub mod client;
 mod convert;
+pub mod kurrent;
 mod limits;
 pub mod process;
 mod services;
@@ -23,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caskade_eventstore::EventStore;
+use caskade_proto::kurrentdb::event_store::client::gossip::gossip_server::GossipServer;
+use caskade_proto::kurrentdb::event_store::client::server_features::server_features_server::ServerFeaturesServer;
+use caskade_proto::kurrentdb::event_store::client::streams::streams_server::StreamsServer as KurrentStreamsServer;
 use caskade_proto::v1::admin_server::AdminServer;
 use caskade_proto::v1::kv_server::KvServer;
 use caskade_proto::v1::streams_server::StreamsServer;
@@ -33,6 +38,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
+use kurrent::{GossipService, KurrentStreamsService, ServerFeaturesService};
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
 
@@ -57,6 +63,9 @@ pub struct ServerConfig {
     /// [`EventStore::scavenge`]), the first time one interval after the start; `None`
     /// never. Default: every 24 hours.
     pub scavenge_interval: Option<std::time::Duration>,
+    /// The address KurrentDB clients are told to connect to (KurrentDB's `Gossip.Read`);
+    /// `None` means the listener's own address.
+    pub advertise_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +77,7 @@ impl Default for ServerConfig {
             concurrency_per_connection: 1024,
             drain_timeout: std::time::Duration::from_secs(10),
             scavenge_interval: Some(std::time::Duration::from_secs(24 * 60 * 60)),
+            advertise_addr: None,
         }
     }
 }
@@ -97,6 +107,9 @@ pub enum Error {
         /// What the store's limits need: [`min_message_size`].
         needed: usize,
     },
+    /// The listener's address could not be read.
+    #[error("reading the listener's address: {0}")]
+    Listener(std::io::Error),
     /// The transport failed (TLS setup, the listener).
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -110,6 +123,17 @@ pub enum Error {
     /// Closing the store failed.
     #[error(transparent)]
     Store(#[from] caskade_eventstore::Error),
+}
+
+/// Makes ring rustls's process-wide crypto provider, unless one is installed already.
+///
+/// Caskade's TLS is rustls with ring. When another crate in the same build enables rustls's
+/// aws-lc-rs backend too (KurrentDB's Rust client, a test dependency, does), rustls cannot
+/// pick a default by itself and every TLS handshake fails; so whatever sets up TLS here calls
+/// this first.
+pub(crate) fn install_tls_provider() {
+    // An error means a provider is installed already, which is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Checks the bearer token, if one is configured.
@@ -212,11 +236,22 @@ pub async fn run(
         .max_decoding_message_size(size)
         .max_encoding_message_size(size);
     let admin = AdminServer::new(AdminService::new(store.clone()));
+    let kurrent_streams = KurrentStreamsServer::new(KurrentStreamsService::new(store.clone()))
+        .max_decoding_message_size(size)
+        .max_encoding_message_size(size);
+    let advertised = match config.advertise_addr {
+        Some(addr) => addr,
+        None => listener.local_addr().map_err(Error::Listener)?,
+    };
+    // Clients ask these two before they authenticate, as they do of KurrentDB.
+    let gossip = GossipServer::new(GossipService::new(advertised));
+    let features = ServerFeaturesServer::new(ServerFeaturesService);
 
     let mut builder = Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()));
     if let Some(tls) = &config.tls {
+        install_tls_provider();
         builder = builder.tls_config(
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
         )?;
@@ -239,7 +274,10 @@ pub async fn run(
         .add_service(InterceptedService::new(reflection, check.clone()))
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
-        .add_service(InterceptedService::new(admin, check))
+        .add_service(InterceptedService::new(admin, check.clone()))
+        .add_service(InterceptedService::new(kurrent_streams, check))
+        .add_service(gossip)
+        .add_service(features)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
     let deadline = async move {
         let _ = draining.wait_for(|stop| *stop).await;

@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 
-use caskade_eventstore::{EventStore, RecordedEvent};
+use caskade_eventstore::{AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent};
 use caskade_proto::v1 as pb;
 use futures_core::Stream;
 use tokio::sync::{mpsc, watch};
@@ -29,8 +29,38 @@ const SCAVENGE_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// Messages a server-streaming RPC buffers ahead of a slow client.
 const STREAM_BUFFER: usize = 256;
 
+/// Appends `events` and waits until they are durable; the outer error is the server's own
+/// (a failed task), the inner the store's, for the caller to map as its API maps them.
+///
+/// Checking and submitting is CPU work unless the engine must start a new data file; only
+/// then does it move to the blocking pool. Waiting for the group commit holds no thread
+/// either way.
+pub(crate) async fn submit_append(
+    store: &EventStore,
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+) -> Result<caskade_eventstore::Result<AppendResult>, Status> {
+    let pending = match store.try_begin_append(&stream, expected, &events) {
+        Ok(Some(pending)) => pending,
+        Ok(None) => {
+            let store = store.clone();
+            let submitted =
+                tokio::task::spawn_blocking(move || store.begin_append(&stream, expected, &events))
+                    .await
+                    .map_err(|e| join_status(&e))?;
+            match submitted {
+                Ok(pending) => pending,
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        Err(error) => return Ok(Err(error)),
+    };
+    Ok(pending.await)
+}
+
 /// Runs `work` on the blocking pool and maps its error to a status.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
@@ -112,7 +142,7 @@ fn batched_within<T: prost::Message, M>(
 }
 
 /// Drains `items` on a blocking thread into a bounded channel streamed to the client.
-fn stream_blocking<T, I>(items: I) -> MessageStream<T>
+pub(crate) fn stream_blocking<T, I>(items: I) -> MessageStream<T>
 where
     T: Send + 'static,
     I: Iterator<Item = Result<T, Status>> + Send + 'static,
@@ -166,25 +196,9 @@ impl pb::streams_server::Streams for StreamsService {
         let request = request.into_inner();
         let expected = convert::expected_version(request.expected_version);
         let events = convert::events(request.events)?;
-        // Checking and submitting is CPU work unless the engine must start a new data file;
-        // only then does it move to the blocking pool. Waiting for the group commit holds
-        // no thread either way.
-        let submitted = self
-            .store
-            .try_begin_append(&request.stream, expected, &events)
-            .map_err(store_status)?;
-        let pending = if let Some(pending) = submitted {
-            pending
-        } else {
-            let store = self.store.clone();
-            blocking(move || {
-                store
-                    .begin_append(&request.stream, expected, &events)
-                    .map_err(store_status)
-            })
+        let result = submit_append(&self.store, request.stream, expected, events)
             .await?
-        };
-        let result = pending.await.map_err(store_status)?;
+            .map_err(store_status)?;
         Ok(Response::new(convert::appended(&result)))
     }
 

@@ -56,6 +56,10 @@ pub(crate) struct ServeArgs {
     /// `d`, the first time one interval after the start; 0 never.
     #[arg(long, env = "CASKADE_SCAVENGE_INTERVAL", default_value = "24h", value_parser = parse_interval)]
     scavenge_interval: ScavengeInterval,
+    /// The address KurrentDB clients are told to connect to, IP:PORT, when they discover
+    /// the cluster (`Gossip.Read`); default: the address the server listens on.
+    #[arg(long, env = "CASKADE_ADVERTISE_ADDR")]
+    advertise_addr: Option<SocketAddr>,
     /// PEM certificate chain: serve TLS (with --tls-key).
     #[arg(long, env = "CASKADE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -182,6 +186,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         max_message_size: args.max_message_size,
         scavenge_interval: args.scavenge_interval.0,
+        advertise_addr: args.advertise_addr,
         ..ServerConfig::default()
     };
     caskade_server::run(listener, store, config, shutdown).await?;
