@@ -90,8 +90,8 @@ pub struct Tuning {
     /// file: a sync then writes only data, where growing a file also makes each sync write
     /// the inode. Under [`SyncPolicy::Always`] the runway is extended just after each group
     /// commit's sync, by about what the writer wrote between the last two syncs, so the
-    /// zeros reach the disk between syncs. The runway is trimmed when the file is sealed or the store closed, and
-    /// a crash leaves it as zeros that the next open trims.
+    /// zeros reach the disk between syncs. The runway is trimmed when the file is sealed or
+    /// the store closed, and a crash leaves it as zeros that the next open trims.
     pub runway: bool,
     /// Under [`SyncPolicy::Always`], a sync's leader waits (spinning, for at most a quarter
     /// of the last sync, within a fixed bound) for as many batches as the last group held
