@@ -22,7 +22,11 @@
 //!
 //! # fn main() -> caskade_engine::Result<()> {
 //! let dir = tempfile::tempdir()?;
-//! let store = Bitcask::open(dir.path(), Options { max_file_size: 64 << 20, ..Options::default() })?;
+//! let options = Options {
+//!     max_file_size: 64 << 20,
+//!     ..Options::default()
+//! };
+//! let store = Bitcask::open(dir.path(), options)?;
 //! store.put(b"greeting", b"hello")?;
 //!
 //! let mut batch = WriteBatch::new();

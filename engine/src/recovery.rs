@@ -17,8 +17,8 @@
 //!   in one write whose pages a crash may persist in any order, so damage anywhere inside
 //!   the last batch, with nothing valid after the batch's declared end, is a torn tail too.
 //! - Zeros from the end of the active file's last record to the end of the file are the
-//!   runway preallocated ahead of the writer (see [`Tuning::runway`](crate::Tuning::runway)), where no write
-//!   began: they are trimmed, and not reported as a torn tail.
+//!   runway preallocated ahead of the writer (see [`Tuning::runway`](crate::Tuning::runway)),
+//!   where no write began: they are trimmed, and not reported as a torn tail.
 //! - An active file shorter than its header (a crash while it was being created) is
 //!   recreated empty, and reported as a torn tail at offset 0.
 //! - Leftover temporary files (an interrupted merge, hint or backup) are removed; so are hint
