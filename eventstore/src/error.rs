@@ -128,9 +128,14 @@ pub enum Error {
         id: uuid::Uuid,
     },
 
-    /// A regular expression filter that does not compile.
-    #[error("invalid event type filter: {0}")]
-    InvalidFilter(#[from] regex::Error),
+    /// A filter's regular expression that does not compile.
+    #[error("invalid filter regular expression {pattern:?}: {reason}")]
+    InvalidFilter {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it does not compile.
+        reason: String,
+    },
 
     /// Custom stream metadata bigger than [`Options::max_event_size`](crate::Options).
     #[error("the stream's custom metadata is {size} bytes, over the maximum of {max} bytes")]

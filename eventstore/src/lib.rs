@@ -33,6 +33,7 @@
 mod admin;
 mod error;
 mod event;
+mod filter;
 mod format;
 mod in_flight;
 mod kv;
@@ -47,10 +48,11 @@ pub use admin::StoreStats;
 pub use caskade_engine::{BackupReport, FileStats, MergeProgress, MergeReport, Stats};
 pub use error::{CurrentVersion, Error, Result};
 pub use event::{ContentType, EventData, Position, RecordedEvent, StreamVersion};
+pub use filter::EventFilter;
 pub use kv::KeyValue;
 pub use metadata::{StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;
-pub use read::{AllEvents, Direction, EventFilter, ReadAll, ReadFrom, ReadStream, StreamEvents};
+pub use read::{AllEvents, Direction, ReadAll, ReadFrom, ReadStream, StreamEvents};
 pub use scavenge::{ScavengeProgress, ScavengeReport};
 pub use store::{
     AppendResult, EventStore, ExpectedVersion, MAX_EVENT_TYPE_LEN, PendingAppend, Streams,

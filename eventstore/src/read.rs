@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use caskade_engine::{Bitcask, Interest, RecordCursor};
 use chrono::Utc;
-use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
+use crate::filter::EventFilter;
 use crate::format::{
     ALL_ENTRY_SPACING, ALL_PREFIX, EVENT_PREFIX, HEAD_PREFIX, Head, StoredEvent, all_key,
     decode_event, event_key, head_key, is_event_key, micros_to_time, parse_event_key,
@@ -91,61 +91,6 @@ impl ReadStream {
     pub fn max_count(mut self, count: u64) -> Self {
         self.max_count = count;
         self
-    }
-}
-
-/// Which events of `$all` a read or subscription wants. The default matches every event.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    stream_prefix: Option<String>,
-    event_type_prefix: Option<String>,
-    event_type_regex: Option<Regex>,
-}
-
-impl EventFilter {
-    /// Every event.
-    #[must_use]
-    pub fn all() -> Self {
-        EventFilter::default()
-    }
-
-    /// Only events of streams whose name starts with `prefix`.
-    #[must_use]
-    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.stream_prefix = Some(prefix.into());
-        self
-    }
-
-    /// Only events whose type starts with `prefix`.
-    #[must_use]
-    pub fn event_type_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.event_type_prefix = Some(prefix.into());
-        self
-    }
-
-    /// Only events whose type matches the regular expression `pattern`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidFilter`] if the pattern does not compile.
-    pub fn event_type_regex(mut self, pattern: &str) -> Result<Self> {
-        self.event_type_regex = Some(Regex::new(pattern)?);
-        Ok(self)
-    }
-
-    pub(crate) fn matches_stream(&self, stream: &str) -> bool {
-        self.stream_prefix
-            .as_deref()
-            .is_none_or(|prefix| stream.starts_with(prefix))
-    }
-
-    pub(crate) fn matches_type(&self, event_type: &str) -> bool {
-        self.event_type_prefix
-            .as_deref()
-            .is_none_or(|prefix| event_type.starts_with(prefix))
-            && self
-                .event_type_regex
-                .as_ref()
-                .is_none_or(|regex| regex.is_match(event_type))
     }
 }
 

@@ -21,6 +21,7 @@
 //! A subscription that starts late, after the writers are done, delivers everything while
 //! catching up, so the events a caller waits for may all come before `CaughtUp`.
 
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -29,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, StreamVersion};
-use crate::read::{EventFilter, ReadStream};
+use crate::filter::EventFilter;
+use crate::read::ReadStream;
 use crate::store::{EventStore, Shared};
 
 /// Where a subscription starts.
@@ -52,6 +54,10 @@ pub enum SubscriptionMessage {
     /// Everything committed when the subscription started has been delivered; what follows
     /// is live. Sent once.
     CaughtUp,
+    /// Every position up to and including this one has been examined, and the events among
+    /// them that match the filter delivered before this message: resuming `After` it loses
+    /// nothing. Only from [`EventStore::subscribe_all_with_checkpoints`].
+    Checkpoint(Position),
 }
 
 /// Events read per step: the most a subscription holds in memory besides its channel.
@@ -127,6 +133,15 @@ async fn wait_for_more(
     committed.changed().await.is_ok()
 }
 
+/// Says every position below `next` was examined.
+async fn send_checkpoint(
+    sender: &mpsc::Sender<Result<SubscriptionMessage>>,
+    next: u64,
+) -> std::result::Result<(), mpsc::error::SendError<Result<SubscriptionMessage>>> {
+    let last = Position(next - 1);
+    sender.send(Ok(SubscriptionMessage::Checkpoint(last))).await
+}
+
 fn upgrade(shared: &Weak<Shared>) -> Option<EventStore> {
     shared.upgrade().map(|shared| EventStore { shared })
 }
@@ -142,6 +157,31 @@ impl EventStore {
         from: SubscribeFrom<Position>,
         filter: EventFilter,
     ) -> Subscription {
+        self.subscribe_all_inner(from, filter, None)
+    }
+
+    /// Like [`EventStore::subscribe_all`], also saying how far it has looked: a
+    /// [`SubscriptionMessage::Checkpoint`] once at least `every` positions were examined since
+    /// the last one, and one just before `CaughtUp`. With a filter that matches little, the
+    /// checkpoints are what lets a subscriber record progress through the events it skips.
+    ///
+    /// Must be called within a Tokio runtime.
+    #[must_use]
+    pub fn subscribe_all_with_checkpoints(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+        every: NonZeroU64,
+    ) -> Subscription {
+        self.subscribe_all_inner(from, filter, Some(every))
+    }
+
+    fn subscribe_all_inner(
+        &self,
+        from: SubscribeFrom<Position>,
+        filter: EventFilter,
+        checkpoint_every: Option<NonZeroU64>,
+    ) -> Subscription {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = Arc::downgrade(&self.shared);
         let mut committed = self.shared.committed.subscribe();
@@ -152,6 +192,8 @@ impl EventStore {
         };
         let task = tokio::spawn(async move {
             let mut caught_up = false;
+            // Every position below this was examined when the last checkpoint was sent.
+            let mut checkpointed = next;
             loop {
                 let end = *committed.borrow_and_update();
                 while next < end {
@@ -184,6 +226,21 @@ impl EventStore {
                         }
                     }
                     next = chunk_end;
+                    if let Some(every) = checkpoint_every
+                        && next - checkpointed >= every.get()
+                    {
+                        checkpointed = next;
+                        if send_checkpoint(&sender, next).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // The last checkpoint of the catch-up goes just before `CaughtUp`.
+                if checkpoint_every.is_some() && !caught_up && next > checkpointed {
+                    checkpointed = next;
+                    if send_checkpoint(&sender, next).await.is_err() {
+                        return;
+                    }
                 }
                 if !wait_for_more(&mut caught_up, &sender, &mut committed).await {
                     return;

@@ -413,7 +413,15 @@ fn a_duplicate_event_id_in_one_append_is_rejected() -> TestResult {
 #[test]
 fn an_invalid_regex_filter_is_rejected() {
     let error = EventFilter::all().event_type_regex("Acct(").unwrap_err();
-    assert!(matches!(error, Error::InvalidFilter(_)), "{error:?}");
+    assert!(
+        matches!(&error, Error::InvalidFilter { pattern, .. } if pattern == "Acct("),
+        "{error:?}"
+    );
+    let error = EventFilter::all().stream_regex("[z-a]").unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidFilter { pattern, .. } if pattern == "[z-a]"),
+        "{error:?}"
+    );
 }
 
 #[test]

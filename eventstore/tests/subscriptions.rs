@@ -55,6 +55,8 @@ async fn next_message(
     }
 }
 
+const UNASKED_CHECKPOINT: &str = "a checkpoint from a subscription that asked for none";
+
 /// What a subscription delivered: its events, and where `CaughtUp` came among them.
 #[derive(Debug, Default)]
 struct Received {
@@ -64,8 +66,6 @@ struct Received {
 }
 
 impl Received {
-    /// Reads messages until an event with id `until` has come and, if `need_caught_up`,
-    /// `CaughtUp` too.
     /// Reads messages until the event `until` has been received (counting what came
     /// before this call: a subscription that starts late may deliver it while catching up)
     /// and, with `need_caught_up`, `CaughtUp` too.
@@ -86,6 +86,7 @@ impl Received {
                     self.events.push(event);
                 }
                 SubscriptionMessage::CaughtUp => self.caught_up_at.push(self.events.len()),
+                SubscriptionMessage::Checkpoint(_) => return Err(UNASKED_CHECKPOINT.into()),
             }
         }
         Err("too many subscription messages".into())
@@ -100,6 +101,7 @@ impl Received {
                     self.caught_up_at.push(self.events.len());
                     return Ok(());
                 }
+                SubscriptionMessage::Checkpoint(_) => return Err(UNASKED_CHECKPOINT.into()),
             }
         }
         Err("too many subscription messages".into())
@@ -718,5 +720,70 @@ async fn a_stream_tombstoned_while_subscribed_delivers_stream_deleted() -> TestR
             .await?
             .is_none()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn checkpoints_cover_what_a_filter_skips_and_resume_without_loss() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    // 700 positions, of which the filter wants three, one near each end and one inside.
+    store.append("wanted-1", ExpectedVersion::Any, &[event("A", 0)])?;
+    for n in 1..700 {
+        let stream = if n == 350 { "wanted-2" } else { "noise" };
+        store.append(stream, ExpectedVersion::Any, &[event("A", n)])?;
+    }
+    let filter = EventFilter::all().stream_prefix("wanted-");
+    let every = std::num::NonZeroU64::new(100).ok_or("100 is not zero")?;
+    let mut subscription =
+        store.subscribe_all_with_checkpoints(SubscribeFrom::Start, filter.clone(), every);
+    let mut delivered = Vec::new();
+    let mut checkpoints = Vec::new();
+    loop {
+        match next_message(&mut subscription).await? {
+            SubscriptionMessage::Event(event) => delivered.push(event.position),
+            SubscriptionMessage::Checkpoint(position) => {
+                // Everything matching at or before a checkpoint came before it.
+                assert!(delivered.iter().all(|&at| at <= position));
+                checkpoints.push(position);
+            }
+            SubscriptionMessage::CaughtUp => break,
+        }
+    }
+    assert_eq!(delivered, [Position(0), Position(350)]);
+    assert!(
+        checkpoints.windows(2).all(|pair| pair[0] < pair[1]),
+        "{checkpoints:?}"
+    );
+    // At least one per 100 positions examined, and the last covers the whole log.
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    assert_eq!(checkpoints.last(), Some(&Position(699)));
+
+    store.append("wanted-3", ExpectedVersion::Any, &[event("A", 700)])?;
+    let SubscriptionMessage::Event(live) = next_message(&mut subscription).await? else {
+        return Err("the live event should come next".into());
+    };
+    assert_eq!(live.position, Position(700));
+
+    // Resuming after any checkpoint delivers exactly the matching events after it.
+    for &checkpoint in &checkpoints {
+        let mut resumed = store.subscribe_all_with_checkpoints(
+            SubscribeFrom::After(checkpoint),
+            filter.clone(),
+            every,
+        );
+        let expected: Vec<Position> = [350, 700]
+            .into_iter()
+            .map(Position)
+            .filter(|&at| at > checkpoint)
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            if let SubscriptionMessage::Event(event) = next_message(&mut resumed).await? {
+                got.push(event.position);
+            }
+        }
+        assert_eq!(got, expected, "resumed after {checkpoint}");
+    }
     Ok(())
 }

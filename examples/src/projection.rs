@@ -86,6 +86,8 @@ pub async fn catch_up(store: &EventStore, checkpoint_every: u64) -> Result<Balan
                 }
             }
             SubscriptionMessage::CaughtUp => break,
+            // `subscribe_all` sends none; `subscribe_all_with_checkpoints` would.
+            SubscriptionMessage::Checkpoint(_) => {}
         }
     }
     model.save(store)?;

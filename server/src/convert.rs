@@ -324,17 +324,19 @@ pub(crate) fn appended(result: &AppendResult) -> pb::AppendResponse {
     }
 }
 
-pub(crate) fn subscription_message(message: SubscriptionMessage) -> pb::SubscribeResponse {
-    pb::SubscribeResponse {
-        message: Some(match message {
-            SubscriptionMessage::Event(event) => {
-                pb::subscribe_response::Message::Event(recorded(event))
-            }
-            SubscriptionMessage::CaughtUp => {
-                pb::subscribe_response::Message::CaughtUp(pb::Empty {})
-            }
-        }),
-    }
+/// A subscription's message on the wire; `None` for checkpoints, which `caskade.v1` does not
+/// ask for.
+pub(crate) fn subscription_message(message: SubscriptionMessage) -> Option<pb::SubscribeResponse> {
+    let message = match message {
+        SubscriptionMessage::Event(event) => {
+            pb::subscribe_response::Message::Event(recorded(event))
+        }
+        SubscriptionMessage::CaughtUp => pb::subscribe_response::Message::CaughtUp(pb::Empty {}),
+        SubscriptionMessage::Checkpoint(_) => return None,
+    };
+    Some(pb::SubscribeResponse {
+        message: Some(message),
+    })
 }
 
 pub(crate) fn merge_report(report: &MergeReport) -> pb::MergeResponse {

@@ -229,16 +229,17 @@ pub async fn run(
         expected: config.token.as_deref().map(Arc::from),
     };
     let size = config.max_message_size;
-    let streams = StreamsServer::new(StreamsService::new(store.clone(), size, stopped))
+    let streams = StreamsServer::new(StreamsService::new(store.clone(), size, stopped.clone()))
         .max_decoding_message_size(size)
         .max_encoding_message_size(size);
     let kv = KvServer::new(KvService::new(store.clone()))
         .max_decoding_message_size(size)
         .max_encoding_message_size(size);
     let admin = AdminServer::new(AdminService::new(store.clone()));
-    let kurrent_streams = KurrentStreamsServer::new(KurrentStreamsService::new(store.clone()))
-        .max_decoding_message_size(size)
-        .max_encoding_message_size(size);
+    let kurrent_streams =
+        KurrentStreamsServer::new(KurrentStreamsService::new(store.clone(), stopped))
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size);
     let advertised = match config.advertise_addr {
         Some(addr) => addr,
         None => listener.local_addr().map_err(Error::Listener)?,

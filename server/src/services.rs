@@ -10,7 +10,10 @@
 
 use std::pin::Pin;
 
-use caskade_eventstore::{AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent};
+use caskade_eventstore::{
+    AppendResult, Error as StoreError, EventData, EventStore, ExpectedVersion, RecordedEvent,
+    Subscription, SubscriptionMessage,
+};
 use caskade_proto::v1 as pb;
 use futures_core::Stream;
 use tokio::sync::{mpsc, watch};
@@ -159,6 +162,52 @@ where
     Box::pin(ReceiverStream::new(receiver))
 }
 
+/// Forwards `subscription` to an RPC's response stream: `first` (if any), then each message
+/// `convert` turns into one (`None`: not sent), errors mapped by `error`. Ends when the client
+/// goes away, the subscription ends, or `shutdown` turns true (then with UNAVAILABLE, sent
+/// only if there is room: a stalled client must not hold up the shutdown).
+pub(crate) fn forward_subscription<T: Send + 'static>(
+    mut subscription: Subscription,
+    mut shutdown: watch::Receiver<bool>,
+    first: Option<T>,
+    mut convert: impl FnMut(SubscriptionMessage) -> Option<T> + Send + 'static,
+    error: impl Fn(StoreError) -> Status + Send + 'static,
+) -> MessageStream<T> {
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        if let Some(first) = first
+            && sender.send(Ok(first)).await.is_err()
+        {
+            return;
+        }
+        loop {
+            let message = tokio::select! {
+                message = subscription.next() => message,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    let _ = sender.try_send(Err(Status::unavailable(
+                        "the server is shutting down; subscribe again once it is back",
+                    )));
+                    return;
+                }
+                () = sender.closed() => return,
+            };
+            let message = match message {
+                None => return,
+                Some(Ok(message)) => match convert(message) {
+                    Some(message) => Ok(message),
+                    None => continue,
+                },
+                Some(Err(failure)) => Err(error(failure)),
+            };
+            tokio::select! {
+                sent = sender.send(message) => if sent.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
 /// The `caskade.v1.Streams` service.
 #[derive(Clone)]
 pub struct StreamsService {
@@ -228,7 +277,7 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let mut subscription = match convert::subscribe_request(request.into_inner())? {
+        let subscription = match convert::subscribe_request(request.into_inner())? {
             convert::Subscribe::Stream { stream, from } => {
                 let store = self.store.clone();
                 // Opening reads the stream's head from disk.
@@ -237,32 +286,13 @@ impl pb::streams_server::Streams for StreamsService {
             }
             convert::Subscribe::All { from, filter } => self.store.subscribe_all(from, filter),
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = subscription.next() => message,
-                    _ = shutdown.wait_for(|stop| *stop) => {
-                        // Never waits: a stalled client must not hold up the shutdown.
-                        let _ = sender.try_send(Err(Status::unavailable(
-                            "the server is shutting down; subscribe again once it is back",
-                        )));
-                        return;
-                    }
-                    () = sender.closed() => return,
-                };
-                let Some(message) = message else { return };
-                let message = message
-                    .map(convert::subscription_message)
-                    .map_err(store_status);
-                tokio::select! {
-                    sent = sender.send(message) => if sent.is_err() { return },
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(forward_subscription(
+            subscription,
+            self.shutdown.clone(),
+            None,
+            convert::subscription_message,
+            store_status,
+        )))
     }
 
     async fn delete(

@@ -29,7 +29,7 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::InvalidJson { .. }
         | StoreError::DuplicateEventId { .. }
         | StoreError::NilEventId { .. }
-        | StoreError::InvalidFilter(_)
+        | StoreError::InvalidFilter { .. }
         | StoreError::InvalidMetadata { .. }
         | StoreError::EmptyKey
         | StoreError::InvalidOptions { .. } => Status::invalid_argument(message),

@@ -4,65 +4,14 @@
 //! events written through one API read back identically through the other.
 
 mod common;
+mod kurrent_helpers;
 
 use common::{TestResult, TestServer, within};
+use kurrent_helpers::{client, ns, numbered, read_all, read_stream};
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, DeleteStreamOptions, EventData,
-    ReadAllOptions, ReadStreamOptions, ResolvedEvent, StreamPosition, StreamState,
-    TombstoneStreamOptions,
+    AppendToStreamOptions, CurrentRevision, DeleteStreamOptions, EventData, ReadAllOptions,
+    ReadStreamOptions, StreamPosition, StreamState, TombstoneStreamOptions,
 };
-
-/// A client of `server`, connected the way an application would be, without TLS.
-fn client(server: &TestServer, scheme: &str) -> TestResult<Client> {
-    let settings: ClientSettings = format!("{scheme}://{}?tls=false", server.addr()).parse()?;
-    Ok(Client::new(settings)?)
-}
-
-/// `count` JSON events numbered `{"n": first..}`.
-fn numbered(first: u64, count: u64) -> Vec<EventData> {
-    (first..first + count)
-        .map(|n| EventData::json("Numbered", &serde_json::json!({ "n": n })).expect("JSON"))
-        .collect()
-}
-
-/// The `n` of a [`numbered`] event.
-fn n_of(event: &ResolvedEvent) -> TestResult<u64> {
-    let data: serde_json::Value = event.get_original_event().as_json()?;
-    Ok(data["n"].as_u64().ok_or("no n")?)
-}
-
-/// Every event a read returns, in order.
-async fn read_stream(
-    client: &Client,
-    stream: &str,
-    options: &ReadStreamOptions,
-) -> TestResult<Vec<ResolvedEvent>> {
-    within("a stream read", async {
-        let mut read = client.read_stream(stream, options).await?;
-        let mut events = Vec::new();
-        while let Some(event) = read.next().await? {
-            events.push(event);
-        }
-        Ok(events)
-    })
-    .await?
-}
-
-async fn read_all(client: &Client, options: &ReadAllOptions) -> TestResult<Vec<ResolvedEvent>> {
-    within("a read of $all", async {
-        let mut read = client.read_all(options).await?;
-        let mut events = Vec::new();
-        while let Some(event) = read.next().await? {
-            events.push(event);
-        }
-        Ok(events)
-    })
-    .await?
-}
-
-fn ns(events: &[ResolvedEvent]) -> TestResult<Vec<u64>> {
-    events.iter().map(n_of).collect()
-}
 
 #[tokio::test]
 async fn appends_check_every_kind_of_expected_revision() -> TestResult {

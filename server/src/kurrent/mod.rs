@@ -2,7 +2,8 @@
 //! `caskade.v1`, on the same listener, so that KurrentDB's and EventStoreDB's official
 //! clients work against Caskade unmodified.
 //!
-//! - [`streams`]: `event_store.client.streams.Streams` (reads, appends, deletes).
+//! - [`streams`]: `event_store.client.streams.Streams` (appends, deletes), with its `Read`
+//!   (reads, subscriptions, filters) in [`read`].
 //! - [`features`]: `ServerFeatures` and `Gossip`, which clients call on connecting.
 //! - [`convert`]: the wire conventions (positions, ids, event metadata, times).
 //! - [`errors`]: statuses and trailers as the clients parse them.
@@ -13,6 +14,7 @@
 pub(crate) mod convert;
 pub(crate) mod errors;
 pub mod features;
+pub(crate) mod read;
 pub mod streams;
 
 pub use features::{GossipService, ServerFeaturesService};

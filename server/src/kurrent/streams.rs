@@ -1,128 +1,40 @@
-//! `event_store.client.streams.Streams`: KurrentDB's reads, appends and deletes over the
-//! event store, with the conventions of [`super::convert`] and the errors of
-//! [`super::errors`].
+//! `event_store.client.streams.Streams`: KurrentDB's appends and deletes over the event
+//! store, and its reads and subscriptions through [`super::read`], with the conventions of
+//! [`super::convert`] and the errors of [`super::errors`].
 //!
 //! What a KurrentDB client relies on, and where it differs from `caskade.v1`:
-//! - A read of a stream that was never written, or was soft-deleted, answers one
-//!   `stream_not_found` message and ends with status OK; a tombstoned stream fails before
-//!   any message. Each event is a message of its own.
-//! - Reading `$all` backwards from a position returns the events before it; forwards, the
-//!   events from it on. Stream reads include the revision they start at either way.
 //! - A wrong expected version on `Append` is an answer, not an error, filling the current
 //!   and the legacy fields; on `Delete` and `Tombstone` it is an error with trailers.
 //! - An append of no events checks the expected revision and answers the current one.
 
-use caskade_eventstore::{
-    Direction, Error as StoreError, EventData, EventStore, ReadAll, ReadFrom, ReadStream,
-    StreamState, StreamVersion,
-};
+use caskade_eventstore::{Error as StoreError, EventData, EventStore, StreamState, StreamVersion};
 use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::streams as pb;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, WireExpected};
 use super::errors::{event_too_large, kurrent_status, stream_deleted};
-use crate::services::{MessageStream, blocking, stream_blocking, submit_append};
+use crate::services::{MessageStream, blocking, submit_append};
 
 /// The KurrentDB `Streams` service.
 #[derive(Clone)]
 pub struct KurrentStreamsService {
     store: EventStore,
+    /// Flips to `true` when the server shuts down, ending live subscriptions.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl KurrentStreamsService {
-    /// The service over `store`.
+    /// The service over `store`; subscriptions end when `shutdown` turns true.
     #[must_use]
-    pub fn new(store: EventStore) -> Self {
-        KurrentStreamsService { store }
+    pub fn new(store: EventStore, shutdown: watch::Receiver<bool>) -> Self {
+        KurrentStreamsService { store, shutdown }
     }
-}
-
-/// A decoded bounded read.
-enum Read {
-    Stream { stream: String, read: ReadStream },
-    All(ReadAll),
 }
 
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by this server yet"))
-}
-
-/// Decodes a `Read` that is not a subscription and has no filter.
-fn decode_read(options: pb::read_req::Options) -> Result<Read, Status> {
-    use pb::read_req::options::{self as o, AllOptions, StreamOptions};
-    let direction = match o::ReadDirection::try_from(options.read_direction) {
-        Ok(o::ReadDirection::Forwards) => Direction::Forwards,
-        Ok(o::ReadDirection::Backwards) => Direction::Backwards,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "unknown read direction {}",
-                options.read_direction
-            )));
-        }
-    };
-    let count = match options.count_option {
-        Some(o::CountOption::Count(count)) => count,
-        Some(o::CountOption::Subscription(_)) => return Err(unimplemented("subscribing")),
-        None => return Err(Status::invalid_argument("a read needs a count")),
-    };
-    if matches!(options.filter_option, Some(o::FilterOption::Filter(_))) {
-        return Err(unimplemented("server-side filtering"));
-    }
-    match options.stream_option {
-        Some(o::StreamOption::Stream(StreamOptions {
-            stream_identifier,
-            revision_option,
-        })) => {
-            let stream = convert::stream_name(stream_identifier)?;
-            let from = match revision_option {
-                Some(o::stream_options::RevisionOption::Revision(revision)) => {
-                    ReadFrom::At(StreamVersion(revision))
-                }
-                Some(o::stream_options::RevisionOption::End(_)) => ReadFrom::End,
-                Some(o::stream_options::RevisionOption::Start(_)) | None => ReadFrom::Start,
-            };
-            let read = ReadStream {
-                direction,
-                from,
-                max_count: count,
-            };
-            Ok(Read::Stream { stream, read })
-        }
-        Some(o::StreamOption::All(AllOptions { all_option })) => {
-            let from = match all_option {
-                Some(o::all_options::AllOption::Position(position)) => {
-                    match (direction, convert::store_position(position.commit_position)) {
-                        (Direction::Forwards, None) => ReadFrom::Start,
-                        (Direction::Forwards, Some(at)) => ReadFrom::At(at),
-                        // Before position 1 lies nothing: a backwards read from there is
-                        // empty, and one from position p starts at the event before p.
-                        (Direction::Backwards, None | Some(caskade_eventstore::Position(0))) => {
-                            return Ok(Read::All(ReadAll {
-                                max_count: 0,
-                                ..ReadAll::backwards()
-                            }));
-                        }
-                        (Direction::Backwards, Some(at)) => {
-                            ReadFrom::At(caskade_eventstore::Position(at.0 - 1))
-                        }
-                    }
-                }
-                Some(o::all_options::AllOption::End(_)) => ReadFrom::End,
-                Some(o::all_options::AllOption::Start(_)) | None => ReadFrom::Start,
-            };
-            let read = match direction {
-                Direction::Forwards => ReadAll::forwards(),
-                Direction::Backwards => ReadAll::backwards(),
-            };
-            Ok(Read::All(ReadAll {
-                from,
-                max_count: count,
-                ..read
-            }))
-        }
-        None => Err(Status::invalid_argument("a read needs a stream or $all")),
-    }
 }
 
 /// The in-band answer to a wrong expected revision, in the current and the legacy fields.
@@ -282,49 +194,7 @@ impl pb::streams_server::Streams for KurrentStreamsService {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a read needs its options"))?;
-        let form = convert::id_form(options.uuid_option.as_ref());
-        let store = self.store.clone();
-        let messages = match decode_read(options)? {
-            Read::Stream { stream, read } => {
-                let events = blocking(move || {
-                    let missing = match store.stream_info(&stream) {
-                        Ok(None) => true,
-                        Ok(Some(info)) => info.state == StreamState::Deleted,
-                        Err(error) => return Err(kurrent_status("Read", error)),
-                    };
-                    if missing {
-                        return Ok(Err(stream));
-                    }
-                    store
-                        .read_stream(&stream, read)
-                        .map(Ok)
-                        .map_err(|e| kurrent_status("Read", e))
-                })
-                .await?;
-                match events {
-                    Err(stream) => {
-                        let not_found = pb::ReadResp {
-                            content: Some(pb::read_resp::Content::StreamNotFound(
-                                pb::read_resp::StreamNotFound {
-                                    stream_identifier: Some(convert::stream_identifier(&stream)),
-                                },
-                            )),
-                        };
-                        stream_blocking(std::iter::once(Ok(not_found)))
-                    }
-                    Ok(events) => stream_blocking(events.map(move |event| {
-                        event
-                            .map(|event| convert::read_event(event, form))
-                            .map_err(|e| kurrent_status("Read", e))
-                    })),
-                }
-            }
-            Read::All(read) => stream_blocking(store.read_all(read).map(move |event| {
-                event
-                    .map(|event| convert::read_event(event, form))
-                    .map_err(|e| kurrent_status("Read", e))
-            })),
-        };
+        let messages = super::read::read(&self.store, self.shutdown.clone(), options).await?;
         Ok(Response::new(messages))
     }
 
