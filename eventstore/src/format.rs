@@ -19,7 +19,9 @@ pub(crate) const ALL_PREFIX: u8 = b'p';
 pub(crate) const KV_PREFIX: u8 = b'k';
 
 const EVENT_FORMAT: u8 = 1;
-const HEAD_FORMAT: u8 = 1;
+/// Heads are written in format 2; format 1 (without the metadata's version) is still read.
+const HEAD_FORMAT: u8 = 2;
+const HEAD_FORMAT_1: u8 = 1;
 
 pub(crate) fn event_key(stream: &str, version: StreamVersion) -> Vec<u8> {
     let mut key = Vec::with_capacity(event_key_len(stream));
@@ -218,9 +220,15 @@ pub(crate) struct Head {
     /// so that setting metadata never reveals deleted events.
     pub(crate) deleted_before: u64,
     pub(crate) metadata: StreamMetadata,
+    /// How many times the metadata has been set; 0 if never. Only ever raised.
+    pub(crate) metadata_changes: u64,
+    /// When the metadata was last set (meaningful once `metadata_changes > 0`).
+    pub(crate) metadata_recorded_at_micros: i64,
 }
 
-pub(crate) const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
+pub(crate) const HEAD_FIXED_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
+/// Format 1 lacks the two metadata-change fields.
+const HEAD_1_FIXED_LEN: usize = HEAD_FIXED_LEN - 16;
 
 impl Head {
     pub(crate) fn new() -> Self {
@@ -230,6 +238,8 @@ impl Head {
             last_position: 0,
             deleted_before: 0,
             metadata: StreamMetadata::default(),
+            metadata_changes: 0,
+            metadata_recorded_at_micros: 0,
         }
     }
 
@@ -265,6 +275,8 @@ impl Head {
                 .map_or(0, |d| d.as_secs())
                 .to_le_bytes(),
         );
+        out.extend_from_slice(&self.metadata_changes.to_le_bytes());
+        out.extend_from_slice(&self.metadata_recorded_at_micros.to_le_bytes());
         out.extend_from_slice(
             &u32::try_from(custom.len())
                 .expect("metadata is validated")
@@ -275,11 +287,14 @@ impl Head {
     }
 
     pub(crate) fn decode(value: &[u8]) -> Result<Head, &'static str> {
-        if value.len() < HEAD_FIXED_LEN {
+        let fixed_len = match value.first() {
+            Some(&HEAD_FORMAT) => HEAD_FIXED_LEN,
+            Some(&HEAD_FORMAT_1) => HEAD_1_FIXED_LEN,
+            Some(_) => return Err("unknown stream head format version"),
+            None => return Err("stream head too short"),
+        };
+        if value.len() < fixed_len {
             return Err("stream head too short");
-        }
-        if value[0] != HEAD_FORMAT {
-            return Err("unknown stream head format version");
         }
         let u64_at = |at: usize| u64::from_le_bytes(value[at..at + 8].try_into().expect("8 bytes"));
         let state = match value[1] {
@@ -288,30 +303,41 @@ impl Head {
             2 => StreamState::Tombstoned,
             _ => return Err("unknown stream state"),
         };
-        let custom_len = u32::from_le_bytes(value[50..54].try_into().expect("4 bytes")) as usize;
-        if value.len() != HEAD_FIXED_LEN + custom_len {
+        let custom_len =
+            u32::from_le_bytes(value[fixed_len - 4..fixed_len].try_into().expect("4 bytes"))
+                as usize;
+        if value.len() != fixed_len + custom_len {
             return Err("stream head length does not match its fields");
         }
         let custom = if custom_len == 0 {
             None
         } else {
             Some(
-                serde_json::from_slice(&value[HEAD_FIXED_LEN..])
+                serde_json::from_slice(&value[fixed_len..])
                     .map_err(|_| "stream metadata is not JSON")?,
             )
         };
         let nonzero = |v: u64| (v != 0).then_some(v);
+        let metadata = StreamMetadata {
+            truncate_before: nonzero(u64_at(26)).map(StreamVersion),
+            max_count: nonzero(u64_at(34)),
+            max_age: nonzero(u64_at(42)).map(std::time::Duration::from_secs),
+            custom,
+        };
+        let (metadata_changes, metadata_recorded_at_micros) = if fixed_len == HEAD_FIXED_LEN {
+            (u64_at(50), u64_at(58).cast_signed())
+        } else {
+            // A format-1 head with metadata counts it as set once, at an unknown time.
+            (u64::from(metadata != StreamMetadata::default()), 0)
+        };
         Ok(Head {
             state,
             next_version: u64_at(2),
             last_position: u64_at(10),
             deleted_before: u64_at(18),
-            metadata: StreamMetadata {
-                truncate_before: nonzero(u64_at(26)).map(StreamVersion),
-                max_count: nonzero(u64_at(34)),
-                max_age: nonzero(u64_at(42)).map(std::time::Duration::from_secs),
-                custom,
-            },
+            metadata,
+            metadata_changes,
+            metadata_recorded_at_micros,
         })
     }
 }
@@ -382,6 +408,28 @@ mod tests {
         head.metadata.truncate_before = Some(StreamVersion(2));
         head.metadata.max_age = Some(std::time::Duration::from_secs(60));
         head.metadata.custom = Some(serde_json::json!({"owner": "ops"}));
+        head.metadata_changes = 2;
+        head.metadata_recorded_at_micros = 1_700_000_000_123_456;
         assert_eq!(Head::decode(&head.encode()), Ok(head));
+    }
+
+    #[test]
+    fn format_1_heads_still_decode() {
+        let mut head = Head::new();
+        head.next_version = 3;
+        head.metadata.max_count = Some(5);
+        head.metadata.custom = Some(serde_json::json!({"k": 1}));
+        head.metadata_changes = 1;
+        // Format 1 is format 2 without the two metadata-change fields.
+        let mut bytes = head.encode();
+        bytes[0] = HEAD_FORMAT_1;
+        bytes.drain(50..66);
+        assert_eq!(Head::decode(&bytes), Ok(head.clone()));
+        head.metadata = StreamMetadata::default();
+        head.metadata_changes = 0;
+        let mut bytes = head.encode();
+        bytes[0] = HEAD_FORMAT_1;
+        bytes.drain(50..66);
+        assert_eq!(Head::decode(&bytes), Ok(head));
     }
 }

@@ -50,7 +50,7 @@ pub use error::{CurrentVersion, Error, Result};
 pub use event::{ContentType, EventData, Position, RecordedEvent, StreamVersion};
 pub use filter::EventFilter;
 pub use kv::KeyValue;
-pub use metadata::{StreamInfo, StreamMetadata, StreamState};
+pub use metadata::{MetadataRevision, StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;
 pub use read::{AllEvents, Direction, ReadAll, ReadFrom, ReadStream, StreamEvents};
 pub use scavenge::{ScavengeProgress, ScavengeReport};

@@ -1,7 +1,8 @@
-//! Stream metadata and state.
+//! Stream metadata and state, as callers see them.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::StreamVersion;
@@ -44,4 +45,15 @@ pub struct StreamInfo {
     pub state: StreamState,
     /// Its metadata.
     pub metadata: StreamMetadata,
+    /// Which version of the metadata this is and when it was set; `None` if it never was.
+    pub metadata_revision: Option<MetadataRevision>,
+}
+
+/// The version of a stream's metadata: 0 for the first set, one more for each set after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRevision {
+    /// The version.
+    pub version: StreamVersion,
+    /// When that version was set (the Unix epoch for metadata set before versions were kept).
+    pub recorded_at: DateTime<Utc>,
 }

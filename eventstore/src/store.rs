@@ -27,10 +27,10 @@ use crate::event::{ContentType, EventData, Position, StreamVersion};
 use crate::format::{
     ALL_ENTRY_SPACING, ALL_KEY_LEN, HEAD_FIXED_LEN, HEAD_PREFIX, Head, StoredEvent, all_key,
     decode_event, encoded_event_len, event_key, event_key_len, has_all_entry, head_key,
-    head_key_name, write_event_key,
+    head_key_name, micros_to_time, write_event_key,
 };
 use crate::in_flight::InFlightAppends;
-use crate::metadata::{StreamInfo, StreamMetadata, StreamState};
+use crate::metadata::{MetadataRevision, StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
 
 /// The longest event type accepted, in bytes.
@@ -487,6 +487,56 @@ impl EventStore {
         expected: ExpectedVersion,
         metadata: StreamMetadata,
     ) -> Result<()> {
+        self.validate_metadata(&metadata)?;
+        self.change_head(stream, expected, |head| {
+            record_metadata(head, metadata);
+            Ok(())
+        })
+    }
+
+    /// Replaces `stream`'s metadata if the metadata is at the version `expected` says:
+    /// unlike [`EventStore::set_metadata`], `expected` is about the metadata's own version
+    /// ([`StreamInfo::metadata_revision`]; `NoStream` means never set), as KurrentDB's
+    /// `$$stream` revisions are. Returns the metadata's new version.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`] naming the metadata's version, otherwise as
+    /// [`EventStore::set_metadata`].
+    pub fn replace_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<StreamVersion> {
+        self.validate_metadata(&metadata)?;
+        let mut version = StreamVersion(0);
+        self.change_head(stream, ExpectedVersion::Any, |head| {
+            let actual = match head.metadata_changes {
+                0 => CurrentVersion::NoStream,
+                changes => CurrentVersion::Current(StreamVersion(changes - 1)),
+            };
+            let matches = match (expected, actual) {
+                (ExpectedVersion::Any, _)
+                | (ExpectedVersion::NoStream, CurrentVersion::NoStream)
+                | (ExpectedVersion::StreamExists, CurrentVersion::Current(_)) => true,
+                (ExpectedVersion::Exact(want), CurrentVersion::Current(have)) => want == have,
+                _ => false,
+            };
+            if !matches {
+                return Err(Error::WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+            record_metadata(head, metadata);
+            version = StreamVersion(head.metadata_changes - 1);
+            Ok(())
+        })?;
+        Ok(version)
+    }
+
+    fn validate_metadata(&self, metadata: &StreamMetadata) -> Result<()> {
         if metadata.max_count == Some(0) {
             return Err(Error::InvalidMetadata {
                 reason: "max_count must be at least 1",
@@ -510,10 +560,7 @@ impl EventStore {
                 return Err(Error::MetadataTooLarge { size, max });
             }
         }
-        self.change_head(stream, expected, |head| {
-            head.metadata = metadata;
-            Ok(())
-        })
+        Ok(())
     }
 
     /// The stream's metadata, state and last version; `None` for a stream never written.
@@ -791,5 +838,19 @@ fn info(stream: &str, head: &Head) -> StreamInfo {
         last_version: head.next_version.checked_sub(1).map(StreamVersion),
         state: head.state,
         metadata: head.metadata.clone(),
+        metadata_revision: head
+            .metadata_changes
+            .checked_sub(1)
+            .map(|version| MetadataRevision {
+                version: StreamVersion(version),
+                recorded_at: micros_to_time(head.metadata_recorded_at_micros),
+            }),
     }
+}
+
+/// Puts `metadata` in `head`, raising its version.
+fn record_metadata(head: &mut Head, metadata: StreamMetadata) {
+    head.metadata = metadata;
+    head.metadata_changes += 1;
+    head.metadata_recorded_at_micros = Utc::now().timestamp_micros();
 }

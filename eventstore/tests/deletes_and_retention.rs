@@ -580,3 +580,75 @@ fn positions_are_not_reused_after_the_newest_events_are_scavenged() -> TestResul
     assert_eq!(positions, [0, 1, 5]);
     Ok(())
 }
+
+#[test]
+fn replacing_metadata_checks_the_metadata_version_not_the_stream_version() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    append_n(&store, "orders", 3)?;
+    assert_eq!(info(&store, "orders")?.metadata_revision, None);
+    let first = StreamMetadata {
+        max_count: Some(2),
+        ..StreamMetadata::default()
+    };
+    // Never set: NoStream matches even though the stream has events.
+    let version = store.replace_metadata("orders", ExpectedVersion::NoStream, first.clone())?;
+    assert_eq!(version, StreamVersion(0));
+    let error = store
+        .replace_metadata("orders", ExpectedVersion::NoStream, first.clone())
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::WrongExpectedVersion {
+                actual: CurrentVersion::Current(StreamVersion(0)),
+                expected: ExpectedVersion::NoStream,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // The stream's version (2) is not the metadata's.
+    let error = store
+        .replace_metadata("orders", ExpectedVersion::Exact(StreamVersion(2)), first)
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::WrongExpectedVersion { .. }),
+        "{error:?}"
+    );
+    assert_eq!(stream_versions(&store, "orders")?, vec![1, 2]);
+    // set_metadata raises the same version; a failed replacement changed nothing.
+    let before = chrono::Utc::now();
+    set_metadata(&store, "orders", StreamMetadata::default())?;
+    let revision = info(&store, "orders")?
+        .metadata_revision
+        .ok_or("no revision")?;
+    assert_eq!(revision.version, StreamVersion(1));
+    assert!(revision.recorded_at >= before - chrono::Duration::seconds(1));
+    let second = StreamMetadata {
+        truncate_before: Some(StreamVersion(1)),
+        ..StreamMetadata::default()
+    };
+    let version = store.replace_metadata(
+        "orders",
+        ExpectedVersion::Exact(StreamVersion(1)),
+        second.clone(),
+    )?;
+    assert_eq!(version, StreamVersion(2));
+    drop(store);
+    let store = EventStore::open(dir.path(), options())?;
+    let reopened = info(&store, "orders")?;
+    assert_eq!(reopened.metadata, second);
+    assert_eq!(
+        reopened.metadata_revision.map(|r| r.version),
+        Some(StreamVersion(2))
+    );
+    assert_eq!(stream_versions(&store, "orders")?, vec![1, 2]);
+    // A tombstoned stream's metadata cannot be replaced.
+    store.tombstone_stream("orders", ExpectedVersion::Any)?;
+    let error = store
+        .replace_metadata("orders", ExpectedVersion::Any, StreamMetadata::default())
+        .unwrap_err();
+    assert!(matches!(error, Error::StreamDeleted { .. }), "{error:?}");
+    Ok(())
+}

@@ -17,9 +17,10 @@ use std::time::Duration;
 use caskade_engine::SyncPolicy;
 use caskade_eventstore::{
     AppendResult, CurrentVersion, Error, EventData, EventFilter, EventStore, ExpectedVersion,
-    Options, Position, ReadAll, ReadStream, RecordedEvent, StreamInfo, StreamMetadata, StreamState,
-    StreamVersion,
+    MetadataRevision, Options, Position, ReadAll, ReadStream, RecordedEvent, StreamInfo,
+    StreamMetadata, StreamState, StreamVersion,
 };
+use chrono::DateTime;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -178,6 +179,8 @@ struct ModelStream {
     metadata: StreamMetadata,
     /// Versions below this were soft-deleted; later metadata changes do not bring them back.
     deleted_before: u64,
+    /// How many times the metadata was set.
+    metadata_changes: u64,
     /// Versions below this were removed by a scavenge.
     scavenged_before: u64,
     /// The last successful append, for retries: expected version, events, result.
@@ -191,6 +194,7 @@ impl Default for ModelStream {
             positions: Vec::new(),
             metadata: StreamMetadata::default(),
             deleted_before: 0,
+            metadata_changes: 0,
             scavenged_before: 0,
             last_append: None,
         }
@@ -453,7 +457,10 @@ impl Model {
         if metadata.max_count == Some(0) || metadata.truncate_before == Some(StreamVersion(0)) {
             return Err(ModelError::InvalidMetadata);
         }
-        self.change_head(name, expected, |stream| stream.metadata = metadata)
+        self.change_head(name, expected, |stream| {
+            stream.metadata = metadata;
+            stream.metadata_changes += 1;
+        })
     }
 
     fn info(&self, name: &str) -> Option<StreamInfo> {
@@ -463,6 +470,12 @@ impl Model {
             last_version: stream.next_version().checked_sub(1).map(StreamVersion),
             state: stream.state,
             metadata: stream.metadata.clone(),
+            metadata_revision: stream.metadata_changes.checked_sub(1).map(|version| {
+                MetadataRevision {
+                    version: StreamVersion(version),
+                    recorded_at: DateTime::UNIX_EPOCH,
+                }
+            }),
         })
     }
 
@@ -505,6 +518,14 @@ fn seen(event: &RecordedEvent) -> Seen {
         event.data.clone(),
         event.metadata.clone(),
     )
+}
+
+/// `info` with the metadata's time set to the epoch: the model cannot know the clock.
+fn untimed(mut info: StreamInfo) -> StreamInfo {
+    if let Some(revision) = &mut info.metadata_revision {
+        revision.recorded_at = DateTime::UNIX_EPOCH;
+    }
+    info
 }
 
 fn model_seen(event: &ModelEvent) -> Seen {
@@ -552,7 +573,7 @@ fn check(store: &EventStore, model: &Model, step: usize) -> TestResult {
         });
         ensure_eq!(backwards, reversed, "step {step}: {name} backwards");
         ensure_eq!(
-            store.stream_info(name)?,
+            store.stream_info(name)?.map(untimed),
             model.info(name),
             "step {step}: {name} info"
         );
@@ -577,7 +598,7 @@ fn check(store: &EventStore, model: &Model, step: usize) -> TestResult {
             "step {step}: $all backwards, prefix {prefix:?}"
         );
     }
-    let listed = store.list_streams()?;
+    let listed: Vec<StreamInfo> = store.list_streams()?.into_iter().map(untimed).collect();
     let modelled: Vec<StreamInfo> = model
         .streams
         .keys()

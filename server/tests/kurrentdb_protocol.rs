@@ -387,3 +387,251 @@ async fn server_features_list_the_methods_served_in_lower_case() -> TestResult {
     );
     server.stop().await
 }
+
+/// What each answer of a read is, in order: `e<revision>` for an event, `first <n>` and
+/// `last <n>` for the stream positions, `not found`.
+fn answer_kinds(answers: &[pb::ReadResp]) -> Vec<String> {
+    use pb::read_resp::Content;
+    answers
+        .iter()
+        .map(|answer| match &answer.content {
+            Some(Content::Event(event)) => {
+                format!("e{}", event.event.as_ref().map_or(0, |e| e.stream_revision))
+            }
+            Some(Content::FirstStreamPosition(n)) => format!("first {n}"),
+            Some(Content::LastStreamPosition(n)) => format!("last {n}"),
+            Some(Content::StreamNotFound(_)) => "not found".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn compatibility_1_adds_the_stream_positions_and_0_sends_only_events() -> TestResult {
+    use pb::append_req::options::ExpectedStreamRevision as E;
+    use pb::read_req::options as o;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = streams(&server).await?;
+    append(
+        &mut client,
+        append_messages("s", E::NoStream(shared::Empty {}), 3),
+    )
+    .await?;
+    let structured = o::uuid_option::Content::Structured(shared::Empty {});
+    let read_with = |compatibility: Option<u32>, from: o::stream_options::RevisionOption| {
+        let mut request = read_request("s", structured);
+        let options = request.options.as_mut().expect("options");
+        options.control_option =
+            compatibility.map(|compatibility| o::ControlOption { compatibility });
+        options.stream_option = Some(o::StreamOption::Stream(o::StreamOptions {
+            stream_identifier: identifier("s"),
+            revision_option: Some(from),
+        }));
+        request
+    };
+    let start = || o::stream_options::RevisionOption::Start(shared::Empty {});
+    let kinds = |answers: Vec<pb::ReadResp>| answer_kinds(&answers);
+    // Go's client sends no control option and accepts nothing but events.
+    assert_eq!(
+        kinds(read(&mut client, read_with(None, start())).await?),
+        ["e0", "e1", "e2"]
+    );
+    assert_eq!(
+        kinds(read(&mut client, read_with(Some(0), start())).await?),
+        ["e0", "e1", "e2"]
+    );
+    assert_eq!(
+        kinds(read(&mut client, read_with(Some(1), start())).await?),
+        ["e0", "e1", "e2", "last 2"]
+    );
+    // Past the end: nothing, so the first position to read from, then the last.
+    let past = o::stream_options::RevisionOption::Revision(7);
+    assert_eq!(
+        kinds(read(&mut client, read_with(Some(1), past)).await?),
+        ["first 3", "last 2"]
+    );
+    // Exactly at the next revision is where a forwards reader already is.
+    let next = o::stream_options::RevisionOption::Revision(3);
+    assert_eq!(
+        kinds(read(&mut client, read_with(Some(1), next)).await?),
+        ["last 2"]
+    );
+    let mut missing = read_with(Some(1), start());
+    if let Some(o::StreamOption::Stream(stream)) = missing
+        .options
+        .as_mut()
+        .and_then(|options| options.stream_option.as_mut())
+    {
+        stream.stream_identifier = identifier("never-written");
+    }
+    assert_eq!(kinds(read(&mut client, missing).await?), ["not found"]);
+    server.stop().await
+}
+
+/// A proposed `$metadata` event with `data`.
+fn metadata_event(event_type: &str, data: &[u8]) -> pb::AppendReq {
+    pb::AppendReq {
+        content: Some(pb::append_req::Content::ProposedMessage(
+            pb::append_req::ProposedMessage {
+                id: Some(shared::Uuid {
+                    value: Some(shared::uuid::Value::String(
+                        uuid::Uuid::new_v4().to_string(),
+                    )),
+                }),
+                metadata: [
+                    ("type".to_owned(), event_type.to_owned()),
+                    ("content-type".to_owned(), "application/json".to_owned()),
+                ]
+                .into_iter()
+                .collect(),
+                custom_metadata: Vec::new(),
+                data: data.to_vec(),
+            },
+        )),
+    }
+}
+
+/// An append to `$$orders` with `expected` and `events`.
+async fn metadata_append(
+    client: &mut StreamsClient<Channel>,
+    expected: pb::append_req::options::ExpectedStreamRevision,
+    events: Vec<pb::AppendReq>,
+) -> Result<pb::AppendResp, tonic::Status> {
+    let mut messages = append_messages("$$orders", expected, 0);
+    messages.extend(events);
+    append(client, messages).await
+}
+
+#[tokio::test]
+async fn metadata_streams_take_one_metadata_event_at_the_metadata_revision() -> TestResult {
+    use pb::append_req::options::ExpectedStreamRevision as E;
+    use pb::append_resp::success::{CurrentRevisionOption, PositionOption};
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = streams(&server).await?;
+    let no_stream = || E::NoStream(shared::Empty {});
+    // Never set: an empty append expecting no stream matches and answers "no stream".
+    let empty = metadata_append(&mut client, no_stream(), Vec::new()).await?;
+    let Some(pb::append_resp::Result::Success(success)) = empty.result else {
+        panic!("{empty:?}");
+    };
+    assert!(matches!(
+        success.current_revision_option,
+        Some(CurrentRevisionOption::NoStream(_))
+    ));
+    for (events, expected) in [
+        (
+            vec![metadata_event("Other", b"{}")],
+            "takes only \"$metadata\" events",
+        ),
+        (
+            vec![
+                metadata_event("$metadata", b"{}"),
+                metadata_event("$metadata", b"{}"),
+            ],
+            "one event per append, not 2",
+        ),
+        (
+            vec![metadata_event("$metadata", b"[]")],
+            "not a JSON object",
+        ),
+        (
+            vec![metadata_event("$metadata", br#"{"$maxCount":"x"}"#)],
+            "$maxCount must be an integer",
+        ),
+    ] {
+        let status = metadata_append(&mut client, E::Any(shared::Empty {}), events)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    let set = metadata_append(
+        &mut client,
+        no_stream(),
+        vec![metadata_event("$metadata", br#"{"$maxCount":2}"#)],
+    )
+    .await?;
+    let Some(pb::append_resp::Result::Success(success)) = set.result else {
+        panic!("{set:?}");
+    };
+    assert_eq!(
+        success.current_revision_option,
+        Some(CurrentRevisionOption::CurrentRevision(0))
+    );
+    // Not in `$all`: no position.
+    assert!(matches!(
+        success.position_option,
+        Some(PositionOption::NoPosition(_))
+    ));
+    let again = metadata_append(
+        &mut client,
+        no_stream(),
+        vec![metadata_event("$metadata", b"{}")],
+    )
+    .await?;
+    assert!(
+        matches!(
+            again.result,
+            Some(pb::append_resp::Result::WrongExpectedVersion(_))
+        ),
+        "{again:?}"
+    );
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_metadata_stream_reads_as_one_event_without_a_position_and_is_not_subscribable()
+-> TestResult {
+    use pb::append_req::options::ExpectedStreamRevision as E;
+    use pb::read_req::options as o;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = streams(&server).await?;
+    let text = || o::uuid_option::Content::String(shared::Empty {});
+    let missing = read(&mut client, read_request("$$orders", text())).await?;
+    assert_eq!(answer_kinds(&missing), ["not found"]);
+    metadata_append(
+        &mut client,
+        E::Any(shared::Empty {}),
+        vec![metadata_event(
+            "$metadata",
+            br#"{"$maxCount":2,"owner":"ops"}"#,
+        )],
+    )
+    .await?;
+    let mut request = read_request("$$orders", text());
+    request.options.as_mut().ok_or("options")?.control_option =
+        Some(o::ControlOption { compatibility: 1 });
+    let answers = read(&mut client, request.clone()).await?;
+    assert_eq!(answer_kinds(&answers), ["e0", "last 0"]);
+    let Some(pb::read_resp::Content::Event(event)) = &answers[0].content else {
+        panic!("{answers:?}");
+    };
+    assert!(matches!(
+        event.position,
+        Some(pb::read_resp::read_event::Position::NoPosition(_))
+    ));
+    let recorded = event.event.as_ref().ok_or("no event")?;
+    assert_eq!(recorded.commit_position, 0);
+    assert_eq!(
+        recorded.metadata.get("type").map(String::as_str),
+        Some("$metadata")
+    );
+    let json: serde_json::Value = serde_json::from_slice(&recorded.data)?;
+    assert_eq!(json, serde_json::json!({"$maxCount": 2, "owner": "ops"}));
+    // The same version answers the same id.
+    let again = read(&mut client, request).await?;
+    let Some(pb::read_resp::Content::Event(same)) = &again[0].content else {
+        panic!("{again:?}");
+    };
+    assert_eq!(same.event.as_ref().map(|e| &e.id), Some(&recorded.id));
+
+    let mut subscribe = read_request("$$orders", text());
+    subscribe.options.as_mut().ok_or("options")?.count_option =
+        Some(o::CountOption::Subscription(o::SubscriptionOptions {}));
+    let status = read(&mut client, subscribe).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    server.stop().await
+}

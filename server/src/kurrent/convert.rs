@@ -119,6 +119,16 @@ pub(crate) enum WireExpected {
 }
 
 impl WireExpected {
+    /// Whether a stream whose last revision is `current` (`None`: no stream) matches.
+    pub(crate) fn matches(self, current: Option<StreamVersion>) -> bool {
+        match self {
+            WireExpected::Any => true,
+            WireExpected::NoStream => current.is_none(),
+            WireExpected::StreamExists => current.is_some(),
+            WireExpected::Revision(revision) => current == Some(StreamVersion(revision)),
+        }
+    }
+
     /// As the event store takes it.
     pub(crate) fn to_store(self) -> ExpectedVersion {
         match self {

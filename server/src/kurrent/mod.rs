@@ -5,6 +5,7 @@
 //! - [`streams`]: `event_store.client.streams.Streams` (appends, deletes), with its `Read`
 //!   (reads, subscriptions, filters) in [`read`].
 //! - [`features`]: `ServerFeatures` and `Gossip`, which clients call on connecting.
+//! - [`metastream`]: stream metadata as the `$$stream` metadata streams.
 //! - [`convert`]: the wire conventions (positions, ids, event metadata, times).
 //! - [`errors`]: statuses and trailers as the clients parse them.
 //!
@@ -14,6 +15,7 @@
 pub(crate) mod convert;
 pub(crate) mod errors;
 pub mod features;
+pub(crate) mod metastream;
 pub(crate) mod read;
 pub mod streams;
 

@@ -23,13 +23,15 @@ use caskade_eventstore::{
     Direction, EventFilter, EventStore, Position, ReadAll, ReadFrom, ReadStream, StreamState,
     StreamVersion, SubscribeFrom, Subscription, SubscriptionMessage,
 };
+use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::streams as pb;
 use pb::read_req::options::{self as o, AllOptions, StreamOptions};
 use tokio::sync::watch;
 use tonic::Status;
 
 use super::convert::{self, IdForm};
-use super::errors::kurrent_status;
+use super::errors::{kurrent_status, stream_deleted};
+use super::metastream;
 use crate::services::{MessageStream, blocking, forward_subscription, stream_blocking};
 
 /// The checkpoint window when a filter leaves it to the server (KurrentDB's default).
@@ -41,6 +43,14 @@ enum Request {
     Stream {
         stream: String,
         read: ReadStream,
+        /// Whether to send `first_stream_position` and `last_stream_position`.
+        positions: bool,
+    },
+    /// A read of the metadata stream of `stream`.
+    Metadata {
+        stream: String,
+        read: ReadStream,
+        positions: bool,
     },
     All(ReadAll),
     SubscribeStream {
@@ -66,23 +76,41 @@ pub(super) async fn read(
     let failed = |error| kurrent_status("Read", error);
     let event = move |event| convert::read_event(event, form);
     Ok(match decode(options)? {
-        Request::Stream { stream, read } => {
+        Request::Stream {
+            stream,
+            read,
+            positions,
+        } => {
             let events = blocking(move || {
-                let missing = match store.stream_info(&stream) {
-                    Ok(None) => true,
-                    Ok(Some(info)) => info.state == StreamState::Deleted,
-                    Err(error) => return Err(failed(error)),
+                let info = store.stream_info(&stream).map_err(failed)?;
+                let last = match info {
+                    Some(info) if info.state != StreamState::Deleted => info.last_version,
+                    _ => return Ok(Err(stream)),
                 };
-                if missing {
-                    return Ok(Err(stream));
-                }
-                store.read_stream(&stream, read).map(Ok).map_err(failed)
+                let events = store.read_stream(&stream, read).map_err(failed)?;
+                Ok(Ok((events, last)))
             })
             .await?;
             match events {
                 Err(stream) => stream_blocking(std::iter::once(Ok(stream_not_found(&stream)))),
-                Ok(events) => stream_blocking(events.map(move |e| e.map(event).map_err(failed))),
+                Ok((events, last)) => {
+                    let events = events.map(move |e| e.map(event).map_err(failed));
+                    if positions {
+                        stream_blocking(with_stream_positions(events, read, last))
+                    } else {
+                        stream_blocking(events)
+                    }
+                }
             }
+        }
+        Request::Metadata {
+            stream,
+            read,
+            positions,
+        } => {
+            let answers =
+                blocking(move || metadata_read(&store, &stream, read, positions, form)).await?;
+            stream_blocking(answers.into_iter().map(Ok))
         }
         Request::All(read) => stream_blocking(
             store
@@ -109,6 +137,103 @@ pub(super) async fn read(
     })
 }
 
+/// `events`, then what `control_option.compatibility` 1 adds: `first_stream_position` (the
+/// next revision) after a forwards read that found nothing from another revision, and
+/// `last_stream_position` (the stream's last revision) at the end.
+fn with_stream_positions(
+    events: impl Iterator<Item = Result<pb::ReadResp, Status>> + Send + 'static,
+    read: ReadStream,
+    last: Option<StreamVersion>,
+) -> impl Iterator<Item = Result<pb::ReadResp, Status>> + Send + 'static {
+    use pb::read_resp::Content;
+    // The tail is computed once the events are spent: it depends on how many there were.
+    let mut events = events.fuse();
+    let mut tail: Option<std::vec::IntoIter<pb::ReadResp>> = None;
+    let mut seen = 0u64;
+    let mut errored = false;
+    std::iter::from_fn(move || {
+        if tail.is_none() {
+            if let Some(answer) = events.next() {
+                if answer.is_ok() {
+                    seen += 1;
+                } else {
+                    errored = true;
+                }
+                return Some(answer);
+            }
+            let StreamVersion(last) = last.filter(|_| !errored)?;
+            let next = last.saturating_add(1);
+            let mut answers = Vec::with_capacity(2);
+            if seen == 0
+                && read.direction == Direction::Forwards
+                && read.from != ReadFrom::At(StreamVersion(next))
+            {
+                answers.push(pb::ReadResp {
+                    content: Some(Content::FirstStreamPosition(next)),
+                });
+            }
+            answers.push(pb::ReadResp {
+                content: Some(Content::LastStreamPosition(last)),
+            });
+            tail = Some(answers.into_iter());
+        }
+        tail.as_mut()?.next().map(Ok)
+    })
+}
+
+/// A read of `stream`'s metadata stream: its one event, the current metadata, if the read
+/// reaches it; `stream_not_found` if the metadata was never set.
+fn metadata_read(
+    store: &EventStore,
+    stream: &str,
+    read: ReadStream,
+    positions: bool,
+    form: IdForm,
+) -> Result<Vec<pb::ReadResp>, Status> {
+    let name = format!("$${stream}");
+    let info = store
+        .stream_info(stream)
+        .map_err(|e| kurrent_status("Read", e))?;
+    let Some(info) = info else {
+        return Ok(vec![stream_not_found(&name)]);
+    };
+    if info.state == StreamState::Tombstoned {
+        return Err(stream_deleted(&name));
+    }
+    let Some(revision) = info.metadata_revision else {
+        return Ok(vec![stream_not_found(&name)]);
+    };
+    let version = revision.version;
+    let reaches = read.max_count > 0
+        && match (read.direction, read.from) {
+            (_, ReadFrom::Start | ReadFrom::End) => true,
+            (Direction::Forwards, ReadFrom::At(from)) => from <= version,
+            (Direction::Backwards, ReadFrom::At(from)) => from >= version,
+        };
+    let mut answers = Vec::with_capacity(2);
+    if reaches {
+        let mut event =
+            convert::recorded_event(metastream::event(stream, &info.metadata, revision), form);
+        event.commit_position = 0;
+        event.prepare_position = 0;
+        answers.push(pb::ReadResp {
+            content: Some(pb::read_resp::Content::Event(pb::read_resp::ReadEvent {
+                event: Some(event),
+                link: None,
+                position: Some(pb::read_resp::read_event::Position::NoPosition(
+                    shared::Empty {},
+                )),
+            })),
+        });
+    }
+    if positions {
+        answers.push(pb::ReadResp {
+            content: Some(pb::read_resp::Content::LastStreamPosition(version.0)),
+        });
+    }
+    Ok(answers)
+}
+
 fn stream_not_found(stream: &str) -> pb::ReadResp {
     pb::ReadResp {
         content: Some(pb::read_resp::Content::StreamNotFound(
@@ -119,7 +244,6 @@ fn stream_not_found(stream: &str) -> pb::ReadResp {
     }
 }
 
-/// The first message of every subscription.
 /// Forwards a subscription as `Read` answers, a confirmation first.
 fn forward(
     subscription: Subscription,
@@ -135,6 +259,7 @@ fn forward(
     )
 }
 
+/// The first message of every subscription.
 fn confirmation() -> pb::ReadResp {
     pb::ReadResp {
         content: Some(pb::read_resp::Content::Confirmation(
@@ -195,7 +320,11 @@ fn decode(options: pb::read_req::Options) -> Result<Request, Status> {
     };
     match options.stream_option {
         Some(o::StreamOption::Stream(stream)) => {
-            decode_stream(stream, direction, count, filter.is_some())
+            // Level 1 adds the first and last stream positions to stream reads.
+            let positions = options
+                .control_option
+                .is_some_and(|control| control.compatibility >= 1);
+            decode_stream(stream, direction, count, filter.is_some(), positions)
         }
         Some(o::StreamOption::All(all)) => decode_all(all, direction, count, filter),
         None => Err(Status::invalid_argument("a read needs a stream or $all")),
@@ -210,9 +339,11 @@ fn decode_stream(
     direction: Direction,
     count: Option<u64>,
     filtered: bool,
+    positions: bool,
 ) -> Result<Request, Status> {
     use o::stream_options::RevisionOption;
     let stream = convert::stream_name(stream_identifier)?;
+    let metadata_of = metastream::metadata_stream_of(&stream).map(str::to_owned);
     if filtered {
         return Err(Status::invalid_argument(format!(
             "a read of stream {stream:?} cannot be filtered: filters apply to $all"
@@ -231,6 +362,11 @@ fn decode_stream(
             Some(RevisionOption::End(_)) => SubscribeFrom::Now,
             Some(RevisionOption::Start(_)) | None => SubscribeFrom::Start,
         };
+        if metadata_of.is_some() {
+            return Err(Status::unimplemented(format!(
+                "subscriptions to metadata streams such as {stream:?} are not supported"
+            )));
+        }
         return Ok(Request::SubscribeStream { stream, from });
     };
     let from = match revision_option {
@@ -243,7 +379,18 @@ fn decode_stream(
         from,
         max_count: count,
     };
-    Ok(Request::Stream { stream, read })
+    Ok(match metadata_of {
+        Some(stream) => Request::Metadata {
+            stream,
+            read,
+            positions,
+        },
+        None => Request::Stream {
+            stream,
+            read,
+            positions,
+        },
+    })
 }
 
 fn decode_all(

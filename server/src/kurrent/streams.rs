@@ -7,7 +7,9 @@
 //!   and the legacy fields; on `Delete` and `Tombstone` it is an error with trailers.
 //! - An append of no events checks the expected revision and answers the current one.
 
-use caskade_eventstore::{Error as StoreError, EventData, EventStore, StreamState, StreamVersion};
+use caskade_eventstore::{
+    CurrentVersion, Error as StoreError, EventData, EventStore, StreamState, StreamVersion,
+};
 use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::streams as pb;
 use tokio::sync::watch;
@@ -15,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, WireExpected};
 use super::errors::{event_too_large, kurrent_status, stream_deleted};
+use super::metastream;
 use crate::services::{MessageStream, blocking, submit_append};
 
 /// The KurrentDB `Streams` service.
@@ -85,6 +88,14 @@ fn wrong_expected_version(expected: WireExpected, actual: Option<StreamVersion>)
     }
 }
 
+/// The last version a wrong-expected-version error reports.
+fn last_version(actual: CurrentVersion) -> Option<StreamVersion> {
+    match actual {
+        CurrentVersion::Current(version) => Some(version),
+        CurrentVersion::NoStream => None,
+    }
+}
+
 /// A successful append's answer.
 fn appended(revision: Option<u64>, position: Option<u64>) -> pb::AppendResp {
     use pb::append_resp::success as s;
@@ -132,17 +143,72 @@ impl KurrentStreamsService {
         } else {
             last
         };
-        let matches = match expected {
-            WireExpected::Any => true,
-            WireExpected::NoStream => live_last.is_none(),
-            WireExpected::StreamExists => live_last.is_some(),
-            WireExpected::Revision(revision) => live_last == Some(StreamVersion(revision)),
-        };
-        Ok(if matches {
+        Ok(if expected.matches(live_last) {
             appended(last.map(|v| v.0), None)
         } else {
             wrong_expected_version(expected, last)
         })
+    }
+}
+
+impl KurrentStreamsService {
+    /// An append to `name`, the metadata stream of `stream`: its one `$metadata` event
+    /// replaces the stream's metadata if the metadata is at the expected revision.
+    async fn metadata_append(
+        &self,
+        stream: String,
+        name: String,
+        expected: WireExpected,
+        events: Vec<EventData>,
+    ) -> Result<pb::AppendResp, Status> {
+        let metadata = match events.as_slice() {
+            [] => None,
+            [event] if event.event_type == metastream::METADATA_EVENT_TYPE => {
+                Some(metastream::decode(&event.data)?)
+            }
+            [event] => {
+                return Err(Status::invalid_argument(format!(
+                    "the metadata stream {name:?} takes only {:?} events, not {:?}",
+                    metastream::METADATA_EVENT_TYPE,
+                    event.event_type
+                )));
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "the metadata stream {name:?} takes one event per append, not {}",
+                    events.len()
+                )));
+            }
+        };
+        let store = self.store.clone();
+        let Some(metadata) = metadata else {
+            // No event: check the expected revision, write nothing.
+            let current = blocking(move || {
+                let info = store
+                    .stream_info(&stream)
+                    .map_err(|e| kurrent_status("Append", e))?;
+                Ok(info
+                    .and_then(|info| info.metadata_revision)
+                    .map(|revision| revision.version))
+            })
+            .await?;
+            return Ok(if expected.matches(current) {
+                appended(current.map(|v| v.0), None)
+            } else {
+                wrong_expected_version(expected, current)
+            });
+        };
+        let result =
+            blocking(move || Ok(store.replace_metadata(&stream, expected.to_store(), metadata)))
+                .await?;
+        match result {
+            Ok(version) => Ok(appended(Some(version.0), None)),
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                Ok(wrong_expected_version(expected, last_version(actual)))
+            }
+            Err(StoreError::StreamDeleted { .. }) => Err(stream_deleted(&name)),
+            Err(error) => Err(kurrent_status("Append", error)),
+        }
     }
 }
 
@@ -240,6 +306,13 @@ impl pb::streams_server::Streams for KurrentStreamsService {
                 event.data,
             )?);
         }
+        if let Some(of) = metastream::metadata_stream_of(&stream) {
+            let of = of.to_owned();
+            return self
+                .metadata_append(of, stream, expected, events)
+                .await
+                .map(Response::new);
+        }
         if events.is_empty() {
             return self.empty_append(stream, expected).await.map(Response::new);
         }
@@ -250,13 +323,9 @@ impl pb::streams_server::Streams for KurrentStreamsService {
                 Some(result.next_expected_version.0),
                 Some(convert::wire_position(result.last_position)),
             ))),
-            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                let actual = match actual {
-                    caskade_eventstore::CurrentVersion::Current(version) => Some(version),
-                    caskade_eventstore::CurrentVersion::NoStream => None,
-                };
-                Ok(Response::new(wrong_expected_version(expected, actual)))
-            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
+                wrong_expected_version(expected, last_version(actual)),
+            )),
             Err(StoreError::StreamDeleted { .. }) => Err(stream_deleted(&name)),
             Err(StoreError::EventTooLarge { index, size, max }) => {
                 Err(event_too_large(ids[index], size, max))
