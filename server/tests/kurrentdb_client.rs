@@ -7,7 +7,7 @@ mod common;
 mod kurrent_helpers;
 
 use common::{TestResult, TestServer, within};
-use kurrent_helpers::{client, ns, numbered, read_all, read_stream};
+use kurrent_helpers::{client, downcast, ns, numbered, read_all, read_stream};
 use kurrentdb::{
     AppendToStreamOptions, CurrentRevision, DeleteStreamOptions, EventData, ReadAllOptions,
     ReadStreamOptions, StreamPosition, StreamState, TombstoneStreamOptions,
@@ -267,12 +267,6 @@ async fn deleted_streams_read_as_not_found_and_tombstoned_ones_as_deleted() -> T
         "{append:?}"
     );
     server.stop().await
-}
-
-/// The client error inside a test error, if it is one.
-fn downcast<T>(result: TestResult<T>) -> Option<kurrentdb::Error> {
-    let error = result.err()?;
-    error.downcast::<kurrentdb::Error>().ok().map(|e| *e)
 }
 
 #[tokio::test]

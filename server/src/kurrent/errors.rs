@@ -10,10 +10,19 @@
 //! | event over the size limit | `INVALID_ARGUMENT` | `maximum-append-event-size-exceeded` | `maximum-append-event-size`, `event-id`, `proposed-append-event-size` |
 //!
 //! Everything else keeps the status `caskade.v1` gives it ([`crate::status::store_status`]).
+//!
+//! `BatchAppend` answers each append's error inside its response, as a `google.rpc.Status`
+//! whose one detail is packed under the type URL of an `event_store.client` message (clients
+//! match on the type name): [`batch_status`] derives it from the status above.
 
-use caskade_eventstore::{CurrentVersion, Error as StoreError, ExpectedVersion};
+use caskade_eventstore::{CurrentVersion, Error as StoreError, ExpectedVersion, StreamVersion};
+use caskade_proto::kurrentdb::event_store::client as shared;
+use caskade_proto::kurrentdb::google::rpc;
+use prost::Message;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
+
+use super::convert::{WireExpected, stream_identifier};
 
 /// The trailer naming the kind of error.
 pub(crate) const EXCEPTION: &str = "exception";
@@ -107,6 +116,114 @@ pub(crate) fn event_too_large(id: uuid::Uuid, size: usize, max: usize) -> Status
             ("proposed-append-event-size", size.to_string()),
         ],
     )
+}
+
+/// An error answered inside a `BatchAppend` response: `code`, `message`, and `detail` packed
+/// under its `event_store.client` type name.
+fn packed(code: rpc::Code, message: &str, name: &str, detail: &impl Message) -> rpc::Status {
+    rpc::Status {
+        code: code.into(),
+        message: message.to_owned(),
+        details: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/event_store.client.{name}"),
+            value: detail.encode_to_vec(),
+        }),
+    }
+}
+
+/// A wrong expected revision in a `BatchAppend` response.
+pub(crate) fn batch_wrong_expected_version(
+    expected: WireExpected,
+    actual: Option<StreamVersion>,
+) -> rpc::Status {
+    use shared::wrong_expected_version::{
+        CurrentStreamRevisionOption as Current, ExpectedStreamPositionOption as Expected,
+    };
+    let detail = shared::WrongExpectedVersion {
+        current_stream_revision_option: Some(match actual {
+            Some(version) => Current::CurrentStreamRevision(version.0),
+            None => Current::CurrentNoStream(()),
+        }),
+        expected_stream_position_option: Some(match expected {
+            WireExpected::Revision(revision) => Expected::ExpectedStreamPosition(revision),
+            WireExpected::NoStream => Expected::ExpectedNoStream(()),
+            WireExpected::Any => Expected::ExpectedAny(()),
+            WireExpected::StreamExists => Expected::ExpectedStreamExists(()),
+        }),
+    };
+    packed(
+        rpc::Code::AlreadyExists,
+        "WrongExpectedVersion",
+        "WrongExpectedVersion",
+        &detail,
+    )
+}
+
+/// A `BatchAppend` deadline that passed before the append was durable. The append may still
+/// become durable: a client retries it with the same ids, which the store writes once.
+pub(crate) fn batch_timeout() -> rpc::Status {
+    packed(
+        rpc::Code::DeadlineExceeded,
+        "Timeout",
+        "Timeout",
+        &shared::Timeout {},
+    )
+}
+
+/// `status`, as produced by the functions above, as a `BatchAppend` response carries it:
+/// the kind from its `exception` trailer, the numbers from the trailers that go with it.
+pub(crate) fn batch_status(status: &Status) -> rpc::Status {
+    let trailer = |key: &str| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let number = |key: &str| trailer(key).parse::<u32>().unwrap_or(u32::MAX);
+    match trailer(EXCEPTION).as_str() {
+        "stream-deleted" => packed(
+            rpc::Code::NotFound,
+            "StreamDeleted",
+            "StreamDeleted",
+            &shared::StreamDeleted {
+                stream_identifier: Some(stream_identifier(&trailer("stream-name"))),
+            },
+        ),
+        "maximum-append-size-exceeded" => packed(
+            rpc::Code::InvalidArgument,
+            "MaximumAppendSizeExceeded",
+            "MaximumAppendSizeExceeded",
+            &shared::MaximumAppendSizeExceeded {
+                max_append_size: number("maximum-append-size"),
+            },
+        ),
+        "maximum-append-event-size-exceeded" => packed(
+            rpc::Code::InvalidArgument,
+            "MaximumAppendEventSizeExceeded",
+            "MaximumAppendEventSizeExceeded",
+            &shared::MaximumAppendEventSizeExceeded {
+                event_id: trailer("event-id"),
+                proposed_event_size: number("proposed-append-event-size"),
+                max_append_event_size: number("maximum-append-event-size"),
+            },
+        ),
+        _ if status.code() == tonic::Code::InvalidArgument => packed(
+            rpc::Code::InvalidArgument,
+            "BadRequest",
+            "BadRequest",
+            &shared::BadRequest {
+                message: status.message().to_owned(),
+            },
+        ),
+        _ => packed(
+            rpc::Code::Unknown,
+            status.message(),
+            "Unknown",
+            &shared::Unknown {},
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ const GOSSIP: &str = "event_store.client.gossip.gossip";
 const SUPPORTED: &[(&str, &str, &[&str])] = &[
     (STREAMS, "read", &["position", "events"]),
     (STREAMS, "append", &[]),
+    (STREAMS, "batchappend", &["deadline_duration"]),
     (STREAMS, "delete", &[]),
     (STREAMS, "tombstone", &[]),
     (FEATURES, "getsupportedmethods", &[]),

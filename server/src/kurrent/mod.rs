@@ -3,7 +3,7 @@
 //! clients work against Caskade unmodified.
 //!
 //! - [`streams`]: `event_store.client.streams.Streams` (appends, deletes), with its `Read`
-//!   (reads, subscriptions, filters) in [`read`].
+//!   (reads, subscriptions, filters) in [`read`] and its `BatchAppend` in [`batch_append`].
 //! - [`features`]: `ServerFeatures` and `Gossip`, which clients call on connecting.
 //! - [`metastream`]: stream metadata as the `$$stream` metadata streams.
 //! - [`convert`]: the wire conventions (positions, ids, event metadata, times).
@@ -12,6 +12,7 @@
 //! Like the rest of the crate this only translates: every rule of streams, versions and
 //! retention is the event store's, so what one API writes the other reads back the same.
 
+pub(crate) mod batch_append;
 pub(crate) mod convert;
 pub(crate) mod errors;
 pub mod features;

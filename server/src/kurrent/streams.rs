@@ -36,10 +36,6 @@ impl KurrentStreamsService {
     }
 }
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not supported by this server yet"))
-}
-
 /// The in-band answer to a wrong expected revision, in the current and the legacy fields.
 fn wrong_expected_version(expected: WireExpected, actual: Option<StreamVersion>) -> pb::AppendResp {
     use pb::append_resp::wrong_expected_version as w;
@@ -123,7 +119,7 @@ impl KurrentStreamsService {
         &self,
         stream: String,
         expected: WireExpected,
-    ) -> Result<pb::AppendResp, Status> {
+    ) -> Result<AppendOutcome, Status> {
         let store = self.store.clone();
         let (state, last) = blocking(move || {
             let info = store
@@ -144,9 +140,12 @@ impl KurrentStreamsService {
             last
         };
         Ok(if expected.matches(live_last) {
-            appended(last.map(|v| v.0), None)
+            AppendOutcome::Appended {
+                revision: last.map(|v| v.0),
+                position: None,
+            }
         } else {
-            wrong_expected_version(expected, last)
+            AppendOutcome::WrongExpectedVersion { actual: last }
         })
     }
 }
@@ -160,7 +159,7 @@ impl KurrentStreamsService {
         name: String,
         expected: WireExpected,
         events: Vec<EventData>,
-    ) -> Result<pb::AppendResp, Status> {
+    ) -> Result<AppendOutcome, Status> {
         let metadata = match events.as_slice() {
             [] => None,
             [event] if event.event_type == metastream::METADATA_EVENT_TYPE => {
@@ -193,20 +192,122 @@ impl KurrentStreamsService {
             })
             .await?;
             return Ok(if expected.matches(current) {
-                appended(current.map(|v| v.0), None)
+                AppendOutcome::Appended {
+                    revision: current.map(|v| v.0),
+                    position: None,
+                }
             } else {
-                wrong_expected_version(expected, current)
+                AppendOutcome::WrongExpectedVersion { actual: current }
             });
         };
         let result =
             blocking(move || Ok(store.replace_metadata(&stream, expected.to_store(), metadata)))
                 .await?;
         match result {
-            Ok(version) => Ok(appended(Some(version.0), None)),
+            Ok(version) => Ok(AppendOutcome::Appended {
+                revision: Some(version.0),
+                position: None,
+            }),
             Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                Ok(wrong_expected_version(expected, last_version(actual)))
+                Ok(AppendOutcome::WrongExpectedVersion {
+                    actual: last_version(actual),
+                })
             }
             Err(StoreError::StreamDeleted { .. }) => Err(stream_deleted(&name)),
+            Err(error) => Err(kurrent_status("Append", error)),
+        }
+    }
+}
+
+/// The events of one append as they arrive, refused as soon as they pass the append size
+/// limit, so an oversized append is never all in memory.
+pub(super) struct ProposedEvents {
+    pub(super) events: Vec<EventData>,
+    size: usize,
+    max: usize,
+}
+
+impl ProposedEvents {
+    /// Decodes one more event and adds it.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for an undecodable event or past the size limit.
+    pub(super) fn push(
+        &mut self,
+        id: Option<shared::Uuid>,
+        metadata: std::collections::HashMap<String, String>,
+        custom_metadata: Vec<u8>,
+        data: Vec<u8>,
+    ) -> Result<(), Status> {
+        let (size, max) = (self.size + data.len() + custom_metadata.len(), self.max);
+        if size > max {
+            return Err(kurrent_status(
+                "Append",
+                StoreError::AppendTooLarge { size, max },
+            ));
+        }
+        self.size = size;
+        let event =
+            convert::proposed_event(self.events.len(), id, metadata, custom_metadata, data)?;
+        self.events.push(event);
+        Ok(())
+    }
+}
+
+/// How an append by a KurrentDB client ended, for `Append` and `BatchAppend` to answer each
+/// in its own form.
+pub(super) enum AppendOutcome {
+    /// Written, or nothing to write: the stream's revision now (`None`: no stream) and the
+    /// wire position of the last event written (`None`: no event in `$all`).
+    Appended {
+        revision: Option<u64>,
+        position: Option<u64>,
+    },
+    /// The stream, or for a metadata stream the metadata, was at `actual` instead.
+    WrongExpectedVersion { actual: Option<StreamVersion> },
+}
+
+impl KurrentStreamsService {
+    /// An empty append under the store's size limit.
+    pub(super) fn proposed_events(&self) -> ProposedEvents {
+        ProposedEvents {
+            events: Vec::new(),
+            size: 0,
+            max: self.store.options().max_append_size,
+        }
+    }
+
+    /// Appends `events` to `stream` (a metadata stream sets the metadata) and waits until
+    /// they are durable. `events` are within the append size limit.
+    pub(super) async fn append_events(
+        &self,
+        stream: String,
+        expected: WireExpected,
+        events: Vec<EventData>,
+    ) -> Result<AppendOutcome, Status> {
+        if let Some(of) = metastream::metadata_stream_of(&stream) {
+            let of = of.to_owned();
+            return self.metadata_append(of, stream, expected, events).await;
+        }
+        if events.is_empty() {
+            return self.empty_append(stream, expected).await;
+        }
+        let name = stream.clone();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|event| event.id).collect();
+        match submit_append(&self.store, stream, expected.to_store(), events).await? {
+            Ok(result) => Ok(AppendOutcome::Appended {
+                revision: Some(result.next_expected_version.0),
+                position: Some(convert::wire_position(result.last_position)),
+            }),
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                Ok(AppendOutcome::WrongExpectedVersion {
+                    actual: last_version(actual),
+                })
+            }
+            Err(StoreError::StreamDeleted { .. }) => Err(stream_deleted(&name)),
+            Err(StoreError::EventTooLarge { index, size, max }) => {
+                Err(event_too_large(ids[index], size, max))
+            }
             Err(error) => Err(kurrent_status("Append", error)),
         }
     }
@@ -280,58 +381,22 @@ impl pb::streams_server::Streams for KurrentStreamsService {
         };
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = convert::append_expected(options.expected_stream_revision);
-        let max = self.store.options().max_append_size;
-        let mut events: Vec<EventData> = Vec::new();
-        let mut size = 0usize;
+        let mut events = self.proposed_events();
         while let Some(message) = messages.message().await? {
             let Some(Content::ProposedMessage(event)) = message.content else {
                 return Err(Status::invalid_argument(
                     "an append sends its options once, then only events",
                 ));
             };
-            // Counted as the messages arrive, so an oversized append is refused before it
-            // is all in memory.
-            size += event.data.len() + event.custom_metadata.len();
-            if size > max {
-                return Err(kurrent_status(
-                    "Append",
-                    StoreError::AppendTooLarge { size, max },
-                ));
+            events.push(event.id, event.metadata, event.custom_metadata, event.data)?;
+        }
+        let outcome = self.append_events(stream, expected, events.events).await?;
+        Ok(Response::new(match outcome {
+            AppendOutcome::Appended { revision, position } => appended(revision, position),
+            AppendOutcome::WrongExpectedVersion { actual } => {
+                wrong_expected_version(expected, actual)
             }
-            events.push(convert::proposed_event(
-                events.len(),
-                event.id,
-                event.metadata,
-                event.custom_metadata,
-                event.data,
-            )?);
-        }
-        if let Some(of) = metastream::metadata_stream_of(&stream) {
-            let of = of.to_owned();
-            return self
-                .metadata_append(of, stream, expected, events)
-                .await
-                .map(Response::new);
-        }
-        if events.is_empty() {
-            return self.empty_append(stream, expected).await.map(Response::new);
-        }
-        let name = stream.clone();
-        let ids: Vec<uuid::Uuid> = events.iter().map(|event| event.id).collect();
-        match submit_append(&self.store, stream, expected.to_store(), events).await? {
-            Ok(result) => Ok(Response::new(appended(
-                Some(result.next_expected_version.0),
-                Some(convert::wire_position(result.last_position)),
-            ))),
-            Err(StoreError::WrongExpectedVersion { actual, .. }) => Ok(Response::new(
-                wrong_expected_version(expected, last_version(actual)),
-            )),
-            Err(StoreError::StreamDeleted { .. }) => Err(stream_deleted(&name)),
-            Err(StoreError::EventTooLarge { index, size, max }) => {
-                Err(event_too_large(ids[index], size, max))
-            }
-            Err(error) => Err(kurrent_status("Append", error)),
-        }
+        }))
     }
 
     async fn delete(
@@ -382,8 +447,12 @@ impl pb::streams_server::Streams for KurrentStreamsService {
 
     async fn batch_append(
         &self,
-        _request: Request<Streaming<pb::BatchAppendReq>>,
+        request: Request<Streaming<pb::BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(unimplemented("BatchAppend"))
+        Ok(Response::new(super::batch_append::batch_append(
+            self.clone(),
+            request.into_inner(),
+            self.shutdown.clone(),
+        )))
     }
 }

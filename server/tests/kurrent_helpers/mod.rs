@@ -1,5 +1,6 @@
 //! What the tests of KurrentDB's official Rust client share: a client connected to a test
-//! server, numbered JSON events, and reads collected into vectors.
+//! server, numbered JSON events, reads collected into vectors, and the parts of the
+//! protocol-level proposed messages.
 
 #![allow(
     dead_code,
@@ -9,6 +10,8 @@
 use kurrentdb::{
     Client, ClientSettings, EventData, ReadAllOptions, ReadStreamOptions, ResolvedEvent,
 };
+
+use caskade_proto::kurrentdb::event_store::client as shared;
 
 use crate::common::{TestResult, TestServer, within};
 
@@ -65,4 +68,32 @@ pub(crate) async fn read_all(
 
 pub(crate) fn ns(events: &[ResolvedEvent]) -> TestResult<Vec<u64>> {
     events.iter().map(n_of).collect()
+}
+
+/// The client error inside a test error, if it is one.
+pub(crate) fn downcast<T>(result: TestResult<T>) -> Option<kurrentdb::Error> {
+    let error = result.err()?;
+    error.downcast::<kurrentdb::Error>().ok().map(|e| *e)
+}
+
+/// A new random id in the string form of KurrentDB's UUID message.
+pub(crate) fn random_id() -> shared::Uuid {
+    shared::Uuid {
+        value: Some(shared::uuid::Value::String(
+            uuid::Uuid::new_v4().to_string(),
+        )),
+    }
+}
+
+/// The system metadata of a proposed binary event of type `Blob`.
+pub(crate) fn blob_metadata() -> std::collections::HashMap<String, String> {
+    [
+        ("type".to_owned(), "Blob".to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect()
 }

@@ -1,0 +1,324 @@
+//! `Streams.BatchAppend`: KurrentDB's bidirectional append, in which one call carries many
+//! appends, each named by a correlation id and sent in chunks, and answers each once it is
+//! durable or has failed.
+//!
+//! The rules, as KurrentDB's clients rely on them:
+//! - A correlation's first chunk carries its options (stream, expected revision, deadline);
+//!   its events accumulate over chunks and are appended when a chunk says `is_final`. Chunks
+//!   of other correlations may come in between, and several appends are in flight at once.
+//! - Every correlation that reaches `is_final` gets exactly one answer, its correlation id,
+//!   stream and expected revision echoed; answers come in the order the appends finish, not
+//!   the order sent. A correlation that fails early (no options, an undecodable event, over
+//!   the size limit) is answered at once and its later chunks are ignored up to its final
+//!   one.
+//! - Errors are answers, not the end of the call ([`super::errors::batch_status`]); only a
+//!   request that cannot be answered (no correlation id) or a broken request stream ends it.
+//! - The deadline comes as a duration or, from older clients, an absolute time; either is
+//!   capped at [`DEADLINE_CAP`] (the Rust client sends an absolute time in the duration
+//!   field, .NET the year 9999 for none). A deadline already passed is answered `Timeout`
+//!   at once; one that passes while the append waits is answered `Timeout`, and the append
+//!   may still become durable (a retry with the same ids is written once).
+//! - When the requests end, the call ends after the last answer. On server shutdown it stops
+//!   reading, answers what is in flight, then ends with `UNAVAILABLE`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use caskade_proto::kurrentdb::event_store::client as shared;
+use caskade_proto::kurrentdb::event_store::client::streams as pb;
+use caskade_proto::kurrentdb::google::rpc;
+use pb::batch_append_req::options::{DeadlineOption, ExpectedStreamPosition};
+use pb::batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::convert::{self, WireExpected};
+use super::errors::{batch_status, batch_timeout, batch_wrong_expected_version};
+use super::streams::{AppendOutcome, KurrentStreamsService, ProposedEvents};
+use crate::services::MessageStream;
+
+/// The longest a client may ask an append to wait for.
+pub(crate) const DEADLINE_CAP: Duration = Duration::from_secs(10);
+
+/// Answers buffered ahead of a slow client.
+const ANSWER_BUFFER: usize = 256;
+
+/// A correlation whose final chunk has not come yet.
+struct Gathering {
+    /// The id as the client sent it, echoed in the answer.
+    wire_id: shared::Uuid,
+    stream: String,
+    expected: WireExpected,
+    /// How long the append may wait; zero if the deadline has passed.
+    timeout: Duration,
+    events: ProposedEvents,
+}
+
+/// Serves one `BatchAppend` call.
+pub(super) fn batch_append(
+    service: KurrentStreamsService,
+    mut requests: Streaming<pb::BatchAppendReq>,
+    mut shutdown: watch::Receiver<bool>,
+) -> MessageStream<pb::BatchAppendResp> {
+    let (answers, receiver) = mpsc::channel(ANSWER_BUFFER);
+    tokio::spawn(async move {
+        let mut gathering: HashMap<uuid::Uuid, Gathering> = HashMap::new();
+        // Failed correlations whose final chunk has not come yet.
+        let mut failed: HashSet<uuid::Uuid> = HashSet::new();
+        let mut in_flight = JoinSet::new();
+        let ended = loop {
+            let request = tokio::select! {
+                request = requests.message() => request,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    break Some(Status::unavailable(
+                        "the server is shutting down; append again once it is back",
+                    ));
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+            };
+            let request = match request {
+                Ok(Some(request)) => request,
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            };
+            let Some(wire_id) = request.correlation_id.clone() else {
+                break Some(Status::invalid_argument(
+                    "every BatchAppend request needs a correlation id",
+                ));
+            };
+            let id = match convert::store_id(Some(wire_id.clone()), "the correlation id") {
+                Ok(id) => id,
+                Err(status) => break Some(status),
+            };
+            if failed.contains(&id) {
+                if request.is_final {
+                    failed.remove(&id);
+                }
+                continue;
+            }
+            match gather(&service, &mut gathering, id, request) {
+                Ok(None) => {}
+                Ok(Some(ready)) => {
+                    let (service, answers) = (service.clone(), answers.clone());
+                    in_flight.spawn(async move {
+                        let answer = append(&service, ready).await;
+                        let _ = answers.send(Ok(answer)).await;
+                    });
+                }
+                Err((stream, status, is_final)) => {
+                    gathering.remove(&id);
+                    if !is_final {
+                        failed.insert(id);
+                    }
+                    let error = pb::batch_append_resp::Result::Error(status);
+                    if answers
+                        .send(Ok(answer(wire_id, &stream, error)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        };
+        while in_flight.join_next().await.is_some() {}
+        if let Some(status) = ended {
+            let _ = answers.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+/// Adds `request` to its correlation; the correlation when this was its final chunk, or
+/// the stream and error to answer it with (and whether this was its final chunk).
+fn gather(
+    service: &KurrentStreamsService,
+    gathering: &mut HashMap<uuid::Uuid, Gathering>,
+    id: uuid::Uuid,
+    request: pb::BatchAppendReq,
+) -> Result<Option<Gathering>, (String, rpc::Status, bool)> {
+    let is_final = request.is_final;
+    let wire_id = request.correlation_id.unwrap_or_default();
+    let entry = match gathering.entry(id) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            let Some(options) = request.options else {
+                let status = Status::invalid_argument(
+                    "the first chunk of a batch append carries its options",
+                );
+                return Err((String::new(), batch_status(&status), is_final));
+            };
+            let stream = convert::stream_name(options.stream_identifier)
+                .map_err(|status| (String::new(), batch_status(&status), is_final))?;
+            entry.insert(Gathering {
+                wire_id,
+                stream,
+                expected: expected(options.expected_stream_position),
+                timeout: timeout(options.deadline_option, SystemTime::now()),
+                events: service.proposed_events(),
+            })
+        }
+    };
+    for event in request.proposed_messages {
+        if let Err(status) =
+            entry
+                .events
+                .push(event.id, event.metadata, event.custom_metadata, event.data)
+        {
+            return Err((entry.stream.clone(), batch_status(&status), is_final));
+        }
+    }
+    Ok(if is_final {
+        gathering.remove(&id)
+    } else {
+        None
+    })
+}
+
+/// Appends a gathered correlation and makes its answer.
+async fn append(service: &KurrentStreamsService, ready: Gathering) -> pb::BatchAppendResp {
+    use pb::batch_append_resp::Result;
+    let Gathering {
+        wire_id,
+        stream,
+        expected,
+        timeout,
+        events,
+    } = ready;
+    let result = if timeout.is_zero() {
+        Result::Error(batch_timeout())
+    } else {
+        let appending = service.append_events(stream.clone(), expected, events.events);
+        match tokio::time::timeout(timeout, appending).await {
+            Err(_elapsed) => Result::Error(batch_timeout()),
+            Ok(Err(status)) => Result::Error(batch_status(&status)),
+            Ok(Ok(AppendOutcome::WrongExpectedVersion { actual })) => {
+                Result::Error(batch_wrong_expected_version(expected, actual))
+            }
+            Ok(Ok(AppendOutcome::Appended { revision, position })) => {
+                Result::Success(pb::batch_append_resp::Success {
+                    current_revision_option: Some(match revision {
+                        Some(revision) => CurrentRevisionOption::CurrentRevision(revision),
+                        None => CurrentRevisionOption::NoStream(()),
+                    }),
+                    position_option: Some(match position {
+                        Some(commit) => PositionOption::Position(shared::AllStreamPosition {
+                            commit_position: commit,
+                            prepare_position: commit,
+                        }),
+                        None => PositionOption::NoPosition(()),
+                    }),
+                })
+            }
+        }
+    };
+    let mut answer = answer(wire_id, &stream, result);
+    answer.expected_stream_position = Some(echo(expected));
+    answer
+}
+
+/// The answer to a correlation; its expected revision is echoed once it is known.
+fn answer(
+    wire_id: shared::Uuid,
+    stream: &str,
+    result: pb::batch_append_resp::Result,
+) -> pb::BatchAppendResp {
+    pb::BatchAppendResp {
+        correlation_id: Some(wire_id),
+        result: Some(result),
+        stream_identifier: Some(convert::stream_identifier(stream)),
+        expected_stream_position: None,
+    }
+}
+
+fn echo(expected: WireExpected) -> pb::batch_append_resp::ExpectedStreamPosition {
+    use pb::batch_append_resp::ExpectedStreamPosition as Echo;
+    match expected {
+        WireExpected::Revision(revision) => Echo::StreamPosition(revision),
+        WireExpected::NoStream => Echo::NoStream(()),
+        WireExpected::Any => Echo::Any(()),
+        WireExpected::StreamExists => Echo::StreamExists(()),
+    }
+}
+
+fn expected(option: Option<ExpectedStreamPosition>) -> WireExpected {
+    match option {
+        Some(ExpectedStreamPosition::StreamPosition(revision)) => WireExpected::Revision(revision),
+        Some(ExpectedStreamPosition::NoStream(())) => WireExpected::NoStream,
+        Some(ExpectedStreamPosition::StreamExists(())) => WireExpected::StreamExists,
+        Some(ExpectedStreamPosition::Any(())) | None => WireExpected::Any,
+    }
+}
+
+/// How long an append may wait, from the deadline a client sent at `now`, capped.
+fn timeout(option: Option<DeadlineOption>, now: SystemTime) -> Duration {
+    let requested = match option {
+        None => DEADLINE_CAP,
+        Some(DeadlineOption::Deadline(duration)) => {
+            Duration::try_from(duration).unwrap_or(Duration::ZERO)
+        }
+        Some(DeadlineOption::Deadline21100(at)) => SystemTime::try_from(at)
+            // A time past what the clock can hold (the year 9999 or beyond) is no deadline.
+            .map_or(DEADLINE_CAP, |at| {
+                at.duration_since(now).unwrap_or(Duration::ZERO)
+            }),
+    };
+    requested.min(DEADLINE_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds, nanos: 0 }
+    }
+
+    #[test]
+    fn deadlines_in_every_encoding_are_capped_and_past_ones_are_zero() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let duration = |seconds| {
+            Some(DeadlineOption::Deadline(prost_types::Duration {
+                seconds,
+                nanos: 0,
+            }))
+        };
+        assert_eq!(timeout(None, now), DEADLINE_CAP);
+        assert_eq!(timeout(duration(3), now), Duration::from_secs(3));
+        assert_eq!(timeout(duration(0), now), Duration::ZERO);
+        assert_eq!(timeout(duration(-5), now), Duration::ZERO);
+        // The Rust client's absolute time in the duration field.
+        assert_eq!(timeout(duration(1_700_000_010), now), DEADLINE_CAP);
+        let absolute = |seconds| Some(DeadlineOption::Deadline21100(at(seconds)));
+        assert_eq!(
+            timeout(absolute(1_700_000_002), now),
+            Duration::from_secs(2)
+        );
+        assert_eq!(timeout(absolute(1_699_999_999), now), Duration::ZERO);
+        // .NET's "no deadline": 9999-12-31T23:59:59Z.
+        assert_eq!(timeout(absolute(253_402_300_799), now), DEADLINE_CAP);
+    }
+
+    #[test]
+    fn every_expected_position_maps_to_its_revision_kind() {
+        assert!(matches!(
+            expected(Some(ExpectedStreamPosition::StreamPosition(4))),
+            WireExpected::Revision(4)
+        ));
+        assert!(matches!(
+            expected(Some(ExpectedStreamPosition::NoStream(()))),
+            WireExpected::NoStream
+        ));
+        assert!(matches!(
+            expected(Some(ExpectedStreamPosition::StreamExists(()))),
+            WireExpected::StreamExists
+        ));
+        assert!(matches!(
+            expected(Some(ExpectedStreamPosition::Any(()))),
+            WireExpected::Any
+        ));
+        assert!(matches!(expected(None), WireExpected::Any));
+    }
+}
