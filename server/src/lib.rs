@@ -1,7 +1,8 @@
 //! Caskade's gRPC server: the `caskade.v1` `Streams`, `Kv` and `Admin` services over an
 //! [`EventStore`], KurrentDB's v1 API over the same store ([`kurrent`]), plus the standard
-//! health and reflection services. With a token configured,
-//! every service but health requires it; health stays open for load balancers' probes.
+//! health and reflection services. With a token or users configured ([`ServerConfig`]),
+//! every service needs one of them but health (for load balancers' probes) and KurrentDB's
+//! gossip and server features (which its clients ask before they authenticate).
 //!
 //! This crate only translates: each RPC decodes its request, calls the event store (on the
 //! blocking pool) and encodes the answer; errors become statuses in one place
@@ -12,6 +13,7 @@
 //! For the tools that talk to a server, [`client`] makes the connection (address, token,
 //! TLS) that `caskade`'s client commands and `caskade-bench` share.
 
+mod auth;
 pub mod client;
 mod convert;
 pub mod kurrent;
@@ -21,7 +23,6 @@ mod services;
 pub mod status;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use caskade_eventstore::EventStore;
@@ -36,8 +37,8 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Request, Status};
 
+pub use auth::{User, UserError, check_users, parse_users_file};
 use kurrent::{GossipService, KurrentStreamsService, ServerFeaturesService};
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
@@ -45,10 +46,14 @@ pub use services::{AdminService, KvService, MessageStream, StreamsService};
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// When set, every call must carry `authorization: Bearer <token>`: the Caskade services
-    /// and reflection (which describes them). Health stays open, so that load balancers and
-    /// orchestrators can probe without the token.
+    /// When set, `authorization: Bearer <token>` is accepted on both APIs and reflection
+    /// (which describes them). Health stays open, so that load balancers and orchestrators
+    /// can probe without credentials, and so do KurrentDB's gossip and server features.
     pub token: Option<String>,
+    /// Users whose HTTP Basic credentials (`authorization: Basic base64(NAME:PASSWORD)`, as
+    /// KurrentDB's clients send them) are accepted like the token, on the same services. With
+    /// a token or users configured, a call needs one of them. Names must be unique.
+    pub users: Vec<User>,
     /// When set, serve TLS with this PEM certificate chain and private key.
     pub tls: Option<TlsFiles>,
     /// Largest request or response message, in bytes; at least [`min_message_size`] of the
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             token: None,
+            users: Vec::new(),
             tls: None,
             max_message_size: 64 << 20,
             concurrency_per_connection: 1024,
@@ -113,6 +119,9 @@ pub enum Error {
     /// The transport failed (TLS setup, the listener).
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The users configured cannot be told apart.
+    #[error("invalid users: {0}")]
+    Users(#[from] UserError),
     /// Reflection could not be set up from the descriptor set.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -134,31 +143,6 @@ pub enum Error {
 pub(crate) fn install_tls_provider() {
     // An error means a provider is installed already, which is kept.
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Checks the bearer token, if one is configured.
-#[derive(Clone)]
-struct TokenCheck {
-    expected: Option<Arc<str>>,
-}
-
-impl tonic::service::Interceptor for TokenCheck {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match given.and_then(|v| v.strip_prefix("Bearer ")) {
-            Some(token) if token == &**expected => Ok(request),
-            Some(_) => Err(Status::unauthenticated("wrong token")),
-            None => Err(Status::unauthenticated(
-                "missing token: send `authorization: Bearer <token>`",
-            )),
-        }
-    }
 }
 
 /// Tonic reports a message over the size limit as `OUT_OF_RANGE`; Caskade promises
@@ -202,7 +186,8 @@ async fn scavenge_every(store: EventStore, interval: Duration, mut stop: watch::
 ///
 /// # Errors
 /// [`Error::MessageSizeTooSmall`] before serving anything if `config.max_message_size` is
-/// under [`min_message_size`] of the store's options, [`Error::Transport`] if TLS cannot be
+/// under [`min_message_size`] of the store's options, [`Error::Users`] if a user's name is
+/// given twice, [`Error::Transport`] if TLS cannot be
 /// set up or serving fails, [`Error::Store`] if the final sync or close fails.
 pub async fn run(
     listener: TcpListener,
@@ -225,9 +210,12 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(caskade_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let check = TokenCheck {
-        expected: config.token.as_deref().map(Arc::from),
-    };
+    let check = auth::CredentialCheck::new(config.token.as_deref(), &config.users)?;
+    if config.tls.is_none() && (config.token.is_some() || !config.users.is_empty()) {
+        tracing::warn!(
+            "credentials are configured without TLS: they cross the network in the clear"
+        );
+    }
     let size = config.max_message_size;
     let streams = StreamsServer::new(StreamsService::new(store.clone(), size, stopped.clone()))
         .max_decoding_message_size(size)

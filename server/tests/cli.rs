@@ -873,6 +873,84 @@ fn token_and_tls_flags_secure_the_server() -> TestResult {
     Ok(())
 }
 
+/// An append through KurrentDB's Rust client, plaintext, to the server at `addr` with
+/// `credentials` (`NAME:PASSWORD@` or nothing) in the connection string.
+fn kurrent_append(addr: &str, credentials: &str) -> TestResult {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let settings: kurrentdb::ClientSettings =
+            format!("esdb://{credentials}{addr}?tls=false").parse()?;
+        let client = kurrentdb::Client::new(settings)?;
+        let event = kurrentdb::EventData::binary("Login", vec![1].into());
+        let options = kurrentdb::AppendToStreamOptions::default();
+        let appending = client.append_to_stream("logins", &options, event);
+        tokio::time::timeout(TIMEOUT, appending).await??;
+        Ok(())
+    })
+}
+
+#[test]
+fn users_from_flags_and_a_file_are_accepted_and_bad_ones_refused_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let users = dir.path().join("users");
+    std::fs::write(&users, "# who may call\nadmin:changeit\n\nreader:s3cret\n")?;
+    let users_text = users.to_str().ok_or("temp paths are UTF-8")?;
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        logs.path(),
+        &["--users-file", users_text, "--user", "ops:0ps"],
+    )?;
+    let addr = server.addr();
+    for credentials in ["admin:changeit@", "reader:s3cret@", "ops:0ps@"] {
+        kurrent_append(addr, credentials)?;
+    }
+    for refused in ["admin:guess@", ""] {
+        let error = kurrent_append(addr, refused).expect_err("refused");
+        assert!(
+            matches!(
+                error.downcast_ref::<kurrentdb::Error>(),
+                Some(kurrentdb::Error::AccessDenied)
+            ),
+            "{refused}: {error}"
+        );
+    }
+    // Credentials without TLS work, with a warning in the log.
+    assert!(
+        server.log_text().contains("without TLS"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.terminate()?.code(), Some(0));
+
+    let data_text = data.to_str().ok_or("temp paths are UTF-8")?;
+    let serve = ["serve", "--data-dir", data_text, "--addr", "127.0.0.1:0"];
+    let no_colon = fails(&[&serve[..], &["--user", "admin"]].concat())?;
+    assert!(no_colon.contains("NAME:PASSWORD"), "{no_colon}");
+    let twice = fails(
+        &[
+            &serve[..],
+            &[
+                "--user",
+                "a:1",
+                "--users-file",
+                users_text,
+                "--user",
+                "admin:2",
+            ],
+        ]
+        .concat(),
+    )?;
+    assert!(twice.contains("\"admin\" is given twice"), "{twice}");
+    std::fs::write(&users, "admin:changeit\nreader\n")?;
+    let bad_file = fails(&[&serve[..], &["--users-file", users_text]].concat())?;
+    assert!(bad_file.contains("line 2"), "{bad_file}");
+    Ok(())
+}
+
 #[test]
 fn bad_serve_settings_fail_at_once_with_one_error_line() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -70,6 +70,14 @@ pub(crate) struct ServeArgs {
     /// service stays open, so that load balancers can probe without the token.
     #[arg(long, env = "CASKADE_TOKEN")]
     token: Option<String>,
+    /// Accept this user's HTTP Basic credentials, NAME:PASSWORD, like the token (KurrentDB's
+    /// clients send these); repeatable. Credentials are only secret over TLS. Prefer
+    /// --users-file: other users of the machine can see command lines.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<caskade_server::User>,
+    /// A file of users to accept, one NAME:PASSWORD a line (`#` starts a comment line).
+    #[arg(long, env = "CASKADE_USERS_FILE")]
+    users_file: Option<PathBuf>,
     /// Log filter (overridden by `RUST_LOG`), e.g. `info` or `caskade_server=debug`.
     #[arg(long, env = "CASKADE_LOG", default_value = "info")]
     log: String,
@@ -163,6 +171,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let mut users = args.users;
+    if let Some(path) = &args.users_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        users.extend(
+            caskade_server::parse_users_file(&text)
+                .with_context(|| format!("in the users file {}", path.display()))?,
+        );
+    }
+    caskade_server::check_users(&users)?;
     let addr: SocketAddr = args
         .addr
         .parse()
@@ -183,6 +201,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let config = ServerConfig {
         token: args.token,
+        users,
         tls,
         max_message_size: args.max_message_size,
         scavenge_interval: args.scavenge_interval.0,
