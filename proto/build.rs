@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .codec_path("crate::SizedCodec")
+        .btree_map(".")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ mod convert;
 pub mod kurrent;
 mod limits;
 pub mod process;
+mod quick_ack;
 mod services;
 pub mod status;
 
@@ -34,6 +35,7 @@ use caskade_proto::v1::kv_server::KvServer;
 use caskade_proto::v1::streams_server::StreamsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -71,6 +73,10 @@ pub struct ServerConfig {
     /// The address KurrentDB clients are told to connect to (KurrentDB's `Gossip.Read`);
     /// `None` means the listener's own address.
     pub advertise_addr: Option<std::net::SocketAddr>,
+    /// Acknowledge received data at once on every connection (Linux's `TCP_QUICKACK`), so
+    /// that clients that leave Nagle's algorithm on, such as KurrentDB's Rust client, do not
+    /// wait for the kernel's delayed acknowledgement on every call. Default: on.
+    pub quick_ack: bool,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             drain_timeout: std::time::Duration::from_secs(10),
             scavenge_interval: Some(std::time::Duration::from_secs(24 * 60 * 60)),
             advertise_addr: None,
+            quick_ack: true,
         }
     }
 }
@@ -255,6 +262,10 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         let _ = stop.send(true);
     };
+    let quick_ack = config.quick_ack;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|stream| quick_ack::QuickAck::new(stream, quick_ack)));
     let serve = builder
         .layer(tower::util::MapResponseLayer::new(
             size_limit_is_resource_exhausted,
@@ -267,7 +278,7 @@ pub async fn run(
         .add_service(InterceptedService::new(kurrent_streams, check))
         .add_service(gossip)
         .add_service(features)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     let deadline = async move {
         let _ = draining.wait_for(|stop| *stop).await;
         tokio::time::sleep(drain_timeout).await;

@@ -78,6 +78,10 @@ pub(crate) struct ServeArgs {
     /// A file of users to accept, one NAME:PASSWORD a line (`#` starts a comment line).
     #[arg(long, env = "CASKADE_USERS_FILE")]
     users_file: Option<PathBuf>,
+    /// Acknowledge received data at once (Linux's `TCP_QUICKACK`), so that clients that leave
+    /// Nagle's algorithm on (KurrentDB's Rust client) do not wait 40 ms on every call.
+    #[arg(long, env = "CASKADE_TCP_QUICKACK", default_value_t = true, action = clap::ArgAction::Set)]
+    tcp_quickack: bool,
     /// Log filter (overridden by `RUST_LOG`), e.g. `info` or `caskade_server=debug`.
     #[arg(long, env = "CASKADE_LOG", default_value = "info")]
     log: String,
@@ -206,6 +210,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_message_size: args.max_message_size,
         scavenge_interval: args.scavenge_interval.0,
         advertise_addr: args.advertise_addr,
+        quick_ack: args.tcp_quickack,
         ..ServerConfig::default()
     };
     caskade_server::run(listener, store, config, shutdown).await?;

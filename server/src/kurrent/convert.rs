@@ -180,7 +180,7 @@ pub(crate) fn tombstone_expected(
 pub(crate) fn proposed_event(
     index: usize,
     id: Option<shared::Uuid>,
-    mut metadata: std::collections::HashMap<String, String>,
+    mut metadata: std::collections::BTreeMap<String, String>,
     custom_metadata: Vec<u8>,
     data: Vec<u8>,
 ) -> Result<EventData, Status> {

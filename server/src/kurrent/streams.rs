@@ -235,7 +235,7 @@ impl ProposedEvents {
     pub(super) fn push(
         &mut self,
         id: Option<shared::Uuid>,
-        metadata: std::collections::HashMap<String, String>,
+        metadata: std::collections::BTreeMap<String, String>,
         custom_metadata: Vec<u8>,
         data: Vec<u8>,
     ) -> Result<(), Status> {

@@ -86,7 +86,7 @@ pub(crate) fn random_id() -> shared::Uuid {
 }
 
 /// The system metadata of a proposed binary event of type `Blob`.
-pub(crate) fn blob_metadata() -> std::collections::HashMap<String, String> {
+pub(crate) fn blob_metadata() -> std::collections::BTreeMap<String, String> {
     [
         ("type".to_owned(), "Blob".to_owned()),
         (
