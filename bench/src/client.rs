@@ -1,7 +1,9 @@
-//! The servers under test as one [`Client`]: Caskade's `Streams` service, or `UmaDB`'s `DCB`
-//! service with the same workloads mapped onto it. On `UmaDB` a stream is a tag, and the
-//! expected-version check is its append condition: fail if any event with the stream's tag
-//! exists after the position of the stream's last event.
+//! The servers under test as one [`Client`]: Caskade's `Streams` service; the same server's
+//! KurrentDB API through KurrentDB's official Rust client (the `kurrentdb` crate), as an
+//! application using that client would call it; or `UmaDB`'s `DCB` service with the same
+//! workloads mapped onto it. On `UmaDB` a stream is a tag, and the expected-version check is
+//! its append condition: fail if any event with the stream's tag exists after the position
+//! of the stream's last event.
 
 use anyhow::{Context, bail};
 use caskade_proto::v1 as pb;
@@ -31,8 +33,28 @@ type Dcb = umadb::dcb_client::DcbClient<Channel>;
 pub(crate) enum Client {
     /// Caskade's `Streams` service.
     Caskade(Streams),
+    /// The KurrentDB API, through KurrentDB's client.
+    Kurrent(Kurrent),
     /// `UmaDB`'s `DCB` service.
     UmaDb(Dcb),
+}
+
+/// KurrentDB's client, and the credentials it sends with every call.
+#[derive(Clone)]
+pub(crate) struct Kurrent {
+    pub(crate) client: kurrentdb::Client,
+    pub(crate) authentication: Option<kurrentdb::Authentication>,
+}
+
+/// `options` carrying `kurrent`'s credentials, when it has any. (The client's option types
+/// share no public trait, so this is a macro.)
+macro_rules! authenticated {
+    ($options:expr, $kurrent:expr) => {
+        match &$kurrent.authentication {
+            Some(authentication) => $options.authenticated(authentication.clone()),
+            None => $options,
+        }
+    };
 }
 
 /// What a writer knows of its stream, to state the expected version.
@@ -66,6 +88,7 @@ fn stream_query(stream: &str) -> umadb::Query {
 /// The events of one append call, built before it is timed.
 pub(crate) enum Events {
     Caskade(Vec<pb::EventData>),
+    Kurrent(Vec<kurrentdb::EventData>),
     UmaDb(Vec<umadb::Event>),
 }
 
@@ -81,6 +104,19 @@ impl Client {
                         content_type: pb::ContentType::Json.into(),
                         data: payload(sequence),
                         metadata: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            Client::Kurrent(_) => Events::Kurrent(
+                (first..first + count)
+                    .map(|sequence| {
+                        // The same JSON bytes as the other servers', sent as they are.
+                        let json =
+                            String::from_utf8(payload(sequence)).expect("the payload is UTF-8");
+                        let raw = serde_json::value::RawValue::from_string(json)
+                            .expect("the payload is JSON");
+                        kurrentdb::EventData::json("BenchEvent", &raw)
+                            .expect("a raw JSON value serializes")
                     })
                     .collect(),
             ),
@@ -132,6 +168,21 @@ impl Client {
                 };
                 let response = client.append(request).await.context("append")?;
                 (response.into_inner().last_position, count)
+            }
+            (Client::Kurrent(kurrent), Events::Kurrent(events)) => {
+                let expected = match next.checked_sub(1) {
+                    None => kurrentdb::StreamState::NoStream,
+                    Some(last) => kurrentdb::StreamState::StreamRevision(last),
+                };
+                let count = events.len();
+                let options = kurrentdb::AppendToStreamOptions::default().stream_state(expected);
+                let options = authenticated!(options, kurrent);
+                let written = kurrent
+                    .client
+                    .append_to_stream(stream, &options, events)
+                    .await
+                    .context("append")?;
+                (written.position.commit, count)
             }
             (Client::UmaDb(client), Events::UmaDb(events)) => {
                 let count = events.len();
@@ -185,6 +236,21 @@ impl Client {
                     note(message.events.len())?;
                 }
             }
+            Client::Kurrent(kurrent) => {
+                let mut read = if let Some(stream) = stream {
+                    let options = kurrentdb::ReadStreamOptions::default();
+                    let options = authenticated!(options, kurrent);
+                    kurrent.client.read_stream(stream, &options).await?
+                } else {
+                    let options = kurrentdb::ReadAllOptions::default();
+                    let options = authenticated!(options, kurrent);
+                    kurrent.client.read_all(&options).await?
+                };
+                // The client hands over one event at a time, not messages.
+                while read.next().await?.is_some() {
+                    note(1)?;
+                }
+            }
             Client::UmaDb(client) => {
                 let request = umadb::ReadRequest {
                     query: stream.map(stream_query),
@@ -203,6 +269,7 @@ impl Client {
 /// A subscription delivering event positions, whichever the server.
 pub(crate) enum Positions {
     Caskade(tonic::Streaming<pb::SubscribeResponse>),
+    Kurrent(Box<kurrentdb::Subscription>),
     UmaDb(tonic::Streaming<umadb::SubscribeResponse>),
 }
 
@@ -222,6 +289,20 @@ impl Positions {
                         Ok(Positions::Caskade(messages))
                     }
                     _ => bail!("the subscription did not start with caught_up"),
+                }
+            }
+            Client::Kurrent(kurrent) => {
+                let options = kurrentdb::SubscribeToStreamOptions::default()
+                    .start_from(kurrentdb::StreamPosition::End);
+                let options = authenticated!(options, kurrent);
+                let mut subscription = kurrent.client.subscribe_to_stream(stream, &options).await;
+                // Writing starts once the server has the subscription, so that no event is
+                // appended before it.
+                match subscription.next_subscription_event().await? {
+                    kurrentdb::SubscriptionEvent::Confirmed(_) => {
+                        Ok(Positions::Kurrent(Box::new(subscription)))
+                    }
+                    other => bail!("the subscription did not start with a confirmation: {other:?}"),
                 }
             }
             Client::UmaDb(client) => {
@@ -251,6 +332,14 @@ impl Positions {
                 Some(pb::subscribe_response::Message::CaughtUp(_)) => Ok(Vec::new()),
                 None => bail!("the subscription ended"),
             },
+            Positions::Kurrent(subscription) => {
+                match subscription.next_subscription_event().await? {
+                    kurrentdb::SubscriptionEvent::EventAppeared(event) => {
+                        Ok(vec![event.get_original_event().position.commit])
+                    }
+                    _ => Ok(Vec::new()),
+                }
+            }
             Positions::UmaDb(messages) => match messages.message().await? {
                 Some(message) => Ok(message.events.iter().map(|e| e.position).collect()),
                 None => bail!("the subscription ended"),

@@ -44,12 +44,14 @@ pub(crate) fn micros(duration: Duration) -> u64 {
         .max(1)
 }
 
-/// Prints Caskade's figures beside the peer's, with the ratios.
-pub(crate) fn compare(caskade: &[Figures], peer: &[Figures]) {
+/// Prints Caskade's figures beside the peer's (named `peer`), with the ratios: Caskade's
+/// throughput over the peer's, and the peer's latency over Caskade's, so that above 1 is
+/// Caskade ahead either way.
+pub(crate) fn compare(caskade: &[Figures], peer_name: &str, peer: &[Figures]) {
     println!();
     println!(
         "{:<30} {:>14} {:>14} {:>8}",
-        "workload", "Caskade", "UmaDB", "ratio"
+        "workload", "Caskade", peer_name, "ratio"
     );
     for (ours, theirs) in caskade.iter().zip(peer) {
         let name = format!("{} x{}", ours.workload, ours.clients);

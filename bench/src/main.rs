@@ -1,6 +1,7 @@
 //! `caskade-bench`: a load generator that drives a running Caskade server over gRPC and,
-//! optionally, `UmaDB` (another Rust event store with a gRPC API) with the same workloads in
-//! the same run. Each workload prints throughput and the p50/p99/p99.9 latency of its calls
+//! optionally, a peer with the same workloads in the same run: `UmaDB` (another Rust event
+//! store with a gRPC API), or the same server's KurrentDB API through KurrentDB's official
+//! Rust client. Each workload prints throughput and the p50/p99/p99.9 latency of its calls
 //! (hdrhistogram); `--only` picks parts of the suite ([`suite::Part`]).
 //!
 //! It is a client only: it knows nothing of the store and is not part of the `caskade`
@@ -56,8 +57,13 @@ struct Cli {
     batch_calls: u64,
     /// Also run the same workloads against a `UmaDB` server at this address (see
     /// `bench/umadb.sh`) and print both figures with the ratios.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kurrent")]
     umadb: Option<String>,
+    /// Also run the same workloads through the same server's KurrentDB API, with KurrentDB's
+    /// official Rust client, and print both figures with the ratios. With --tls-ca, the
+    /// client verifies the certificate against the host of --addr.
+    #[arg(long)]
+    kurrent: bool,
     /// Run only these parts of the suite, comma-separated (default: all of them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<suite::Part>,
@@ -88,24 +94,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Connection::connect(&config).await?.streams(),
         ))
     };
-    let peer = cli.umadb.map(|addr| {
+    let peer = if let Some(addr) = &cli.umadb {
         println!("UmaDB at {addr}");
-        async move || -> anyhow::Result<_> {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to UmaDB at {addr}"))?;
-            Ok(client::Client::UmaDb(
-                client::umadb::dcb_client::DcbClient::new(channel)
-                    .max_decoding_message_size(usize::MAX),
-            ))
-        }
+        Some(Peer::UmaDb(addr.clone()))
+    } else if cli.kurrent {
+        println!("the KurrentDB API of Caskade at {}", config.addr);
+        Some(kurrent_peer(&config)?)
+    } else {
+        None
+    };
+    let peer_target = peer.as_ref().map(|peer| suite::Target {
+        name: peer.name(),
+        connect: async || peer.connect().await,
     });
-    let compare = peer.is_some();
-    let (ours, theirs) =
-        suite::run_suite(ours, peer, parts, clients, cli.events, cli.batch_calls).await?;
-    if compare && !ours.is_empty() {
-        figures::compare(&ours, &theirs);
+    let (ours, theirs) = suite::run_suite(
+        ours,
+        peer_target,
+        parts,
+        clients,
+        cli.events,
+        cli.batch_calls,
+    )
+    .await?;
+    if let Some(peer) = &peer
+        && !ours.is_empty()
+    {
+        figures::compare(&ours, peer.name(), &theirs);
     }
     if parts.contains(&suite::Part::Floor) {
         println!();
@@ -117,11 +131,96 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.events,
             )
             .await?;
-            let label = if compare { "Caskade  " } else { "" };
-            println!("{label}{}", figures.line());
+            let label = if peer.is_some() { suite::CASKADE } else { "" };
+            println!(
+                "{label:<width$}{}",
+                figures.line(),
+                width = if peer.is_some() {
+                    suite::LABEL_WIDTH
+                } else {
+                    0
+                }
+            );
         }
     }
     Ok(())
+}
+
+/// What the suite runs beside Caskade's own API.
+enum Peer {
+    /// A `UmaDB` server at this address.
+    UmaDb(String),
+    /// The KurrentDB API of the Caskade server, through KurrentDB's client.
+    Kurrent {
+        settings: Box<kurrentdb::ClientSettings>,
+        authentication: Option<kurrentdb::Authentication>,
+    },
+}
+
+impl Peer {
+    fn name(&self) -> &'static str {
+        match self {
+            Peer::UmaDb(_) => "UmaDB",
+            Peer::Kurrent { .. } => "KurrentDB API",
+        }
+    }
+
+    /// A new connection, ready for its first call.
+    async fn connect(&self) -> anyhow::Result<client::Client> {
+        match self {
+            Peer::UmaDb(addr) => {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot connect to UmaDB at {addr}"))?;
+                Ok(client::Client::UmaDb(
+                    client::umadb::dcb_client::DcbClient::new(channel)
+                        .max_decoding_message_size(usize::MAX),
+                ))
+            }
+            Peer::Kurrent {
+                settings,
+                authentication,
+            } => {
+                // A client of its own (its own connection, as each Caskade client has),
+                // connected by a first call, as Caskade's are before the clock starts.
+                let fresh = client::Kurrent {
+                    client: kurrentdb::Client::new((**settings).clone())
+                        .map_err(|error| anyhow::anyhow!("{error}"))?,
+                    authentication: authentication.clone(),
+                };
+                let mut probe = client::Client::Kurrent(fresh.clone());
+                match probe.read(Some("bench-connect")).await {
+                    Ok(_) => {}
+                    Err(error)
+                        if matches!(
+                            error.downcast_ref::<kurrentdb::Error>(),
+                            Some(kurrentdb::Error::ResourceNotFound)
+                        ) => {}
+                    Err(error) => return Err(error.context("cannot reach the KurrentDB API")),
+                }
+                Ok(client::Client::Kurrent(fresh))
+            }
+        }
+    }
+}
+
+/// The KurrentDB API of the server `config` names, as KurrentDB's client reaches it.
+fn kurrent_peer(config: &ClientConfig) -> anyhow::Result<Peer> {
+    let tls = match &config.tls {
+        Some(tls) => format!("tls=true&tlsCAFile={}", tls.ca.display()),
+        None => "tls=false".to_owned(),
+    };
+    let settings: kurrentdb::ClientSettings = format!("kurrentdb://{}?{tls}", config.addr)
+        .parse()
+        .with_context(|| format!("{} is not an address KurrentDB's client takes", config.addr))?;
+    Ok(Peer::Kurrent {
+        settings: Box::new(settings),
+        authentication: config
+            .token
+            .as_ref()
+            .map(|token| kurrentdb::Authentication::bearer(token.clone())),
+    })
 }
 
 fn main() -> ExitCode {

@@ -34,6 +34,12 @@ pub(crate) const ALL_PARTS: [Part; 7] = [
     Part::Floor,
 ];
 
+/// Our server's name in the figures' lines.
+pub(crate) const CASKADE: &str = "Caskade";
+
+/// The width of the names in front of the figures' lines.
+pub(crate) const LABEL_WIDTH: usize = 16;
+
 /// One workload of the suite.
 #[derive(Debug, Clone, Copy)]
 enum Workload {
@@ -68,12 +74,18 @@ impl Workload {
     }
 }
 
+/// What the suite runs against: a name for the figures' lines and a way to connect.
+pub(crate) struct Target<C> {
+    pub(crate) name: &'static str,
+    pub(crate) connect: C,
+}
+
 /// The whole suite against our server and, if given, the peer, printed as it goes. With a
 /// peer, each workload runs against both before the next starts, so both meet the disk and
 /// the machine in the same state. Returns our figures and the peer's.
 pub(crate) async fn run_suite(
     ours: impl AsyncFn() -> anyhow::Result<Client> + Sync,
-    peer: Option<impl AsyncFn() -> anyhow::Result<Client> + Sync>,
+    peer: Option<Target<impl AsyncFn() -> anyhow::Result<Client> + Sync>>,
     parts: &[Part],
     clients: &[usize],
     events: u64,
@@ -113,14 +125,20 @@ pub(crate) async fn run_suite(
     }
     let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
     for workload in workloads {
-        let label = if peer.is_some() { "Caskade  " } else { "" };
+        let label = if peer.is_some() {
+            format!("{CASKADE:<LABEL_WIDTH$}")
+        } else {
+            String::new()
+        };
         for figures in workload.run(&ours, &run, events).await? {
             println!("{label}{}", figures.line());
             our_figures.push(figures);
         }
         if let Some(peer) = &peer {
-            for figures in workload.run(peer, &run, events).await? {
-                println!("UmaDB    {}", figures.line());
+            // Streams of its own: the peer may be the same server, through another API.
+            let peer_run = format!("{run}-peer");
+            for figures in workload.run(&peer.connect, &peer_run, events).await? {
+                println!("{:<LABEL_WIDTH$}{}", peer.name, figures.line());
                 peer_figures.push(figures);
             }
         }

@@ -172,3 +172,67 @@ async fn bench_runs_only_the_parts_asked_for() -> TestResult {
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path()).await?;
+    let stdout = bench(
+        &server,
+        &[
+            "--kurrent",
+            "--only",
+            "append,batch100,read-stream,read-all,subscribe",
+            "--clients",
+            "2",
+            "--events",
+            "40",
+            "--batch-calls",
+            "2",
+        ],
+    )
+    .await?;
+    let (suite, table) = stdout
+        .split_once("\n\n")
+        .ok_or_else(|| format!("no comparison table after the suite: {stdout}"))?;
+    let lines: Vec<&str> = suite.lines().skip(2).collect();
+    let workloads = [
+        "append 1 event",
+        "append 100 events",
+        "read stream",
+        "read $all",
+        "subscribe send->event",
+        "subscribe append rtt",
+    ];
+    // Each workload through caskade.v1, then through the KurrentDB API (the subscription's
+    // two lines come together).
+    let expected: Vec<(&str, &str)> = workloads[..4]
+        .iter()
+        .flat_map(|w| [("Caskade", *w), ("KurrentDB API", *w)])
+        .chain(workloads[4..].iter().map(|w| ("Caskade", *w)))
+        .chain(workloads[4..].iter().map(|w| ("KurrentDB API", *w)))
+        .collect();
+    assert_eq!(lines.len(), expected.len(), "{stdout}");
+    for (line, (api, workload)) in lines.iter().zip(&expected) {
+        let figures = line
+            .strip_prefix(api)
+            .map(str::trim_start)
+            .ok_or_else(|| format!("{line:?} should be {api}'s"))?;
+        assert!(figures.starts_with(workload), "{line:?}: {workload}");
+        assert!(!figures.contains(" 0 events/s"), "{line}");
+    }
+    // Both APIs wrote the same: 40 single events and two batches of 100 each, and a read
+    // stream of 40 events, and the subscription's 40.
+    assert_eq!(server.store.committed_position().0, 2 * (40 + 200 + 40 + 40));
+    let table: Vec<&str> = table.lines().collect();
+    assert!(
+        table[0].contains("Caskade") && table[0].contains("KurrentDB API"),
+        "{stdout}"
+    );
+    assert_eq!(table.len(), 1 + workloads.len(), "{stdout}");
+    for row in &table[1..] {
+        assert!(row.contains('x'), "a ratio: {row}");
+    }
+    server.stop().await?;
+    Ok(())
+}
