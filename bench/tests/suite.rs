@@ -223,7 +223,10 @@ async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> T
     }
     // Both APIs wrote the same: 40 single events and two batches of 100 each, and a read
     // stream of 40 events, and the subscription's 40.
-    assert_eq!(server.store.committed_position().0, 2 * (40 + 200 + 40 + 40));
+    assert_eq!(
+        server.store.committed_position().0,
+        2 * (40 + 200 + 40 + 40)
+    );
     let table: Vec<&str> = table.lines().collect();
     assert!(
         table[0].contains("Caskade") && table[0].contains("KurrentDB API"),
