@@ -93,6 +93,15 @@ impl Call {
         let answer = within("a batch append answer", self.answers.message()).await??;
         Ok(answer.ok_or("the call ended")?)
     }
+
+    /// The status the call ends with, which must come next: no more answers before it.
+    async fn end(&mut self) -> TestResult<tonic::Status> {
+        match within("the end of the call", self.answers.message()).await? {
+            Err(status) => Ok(status),
+            Ok(Some(answer)) => Err(format!("an answer instead of the end: {answer:?}").into()),
+            Ok(None) => Err("the call ended without an error".into()),
+        }
+    }
 }
 
 fn correlation(n: u8) -> shared::Uuid {
@@ -253,10 +262,21 @@ async fn chunks_of_interleaved_correlations_are_appended_when_final() -> TestRes
 
 /// A server whose appends are at most `max` bytes, and a `BatchAppend` call to it.
 async fn small_server(dir: &std::path::Path, max: usize) -> TestResult<(TestServer, Call)> {
-    let store_options = caskade_eventstore::Options {
-        max_append_size: max,
-        ..common::options()
-    };
+    serve(
+        dir,
+        caskade_eventstore::Options {
+            max_append_size: max,
+            ..common::options()
+        },
+    )
+    .await
+}
+
+/// A server of a store opened in `dir` with `store_options`, and a `BatchAppend` call to it.
+async fn serve(
+    dir: &std::path::Path,
+    store_options: caskade_eventstore::Options,
+) -> TestResult<(TestServer, Call)> {
     let store = caskade_eventstore::EventStore::open(dir, store_options)?;
     let server = TestServer::start(store, caskade_server::ServerConfig::default()).await?;
     let call = Call::open(&server).await?;
@@ -359,4 +379,253 @@ async fn size_deadline_and_deleted_stream_errors_are_answers_and_write_nothing()
         );
     }
     server.stop().await
+}
+
+/// The id of a proposed event, as its text.
+fn id_text(event: &pb::batch_append_req::ProposedMessage) -> TestResult<String> {
+    match &event.id {
+        Some(shared::Uuid {
+            value: Some(shared::uuid::Value::String(text)),
+        }) => Ok(text.clone()),
+        other => Err(format!("not a text id: {other:?}").into()),
+    }
+}
+
+/// Asserts that `stream` was never written.
+async fn assert_not_written(client: &kurrentdb::Client, stream: &str) {
+    let events = read_stream(client, stream, &ReadStreamOptions::default()).await;
+    assert!(
+        matches!(downcast(events), Some(kurrentdb::Error::ResourceNotFound)),
+        "{stream} was written"
+    );
+}
+
+#[tokio::test]
+async fn an_event_over_the_event_size_limit_is_answered_with_its_id_and_sizes() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let max = 1024;
+    let (server, mut call) = serve(
+        dir.path(),
+        caskade_eventstore::Options {
+            max_event_size: max,
+            ..common::options()
+        },
+    )
+    .await?;
+
+    // A small event, then one over the event limit (the append as a whole is well under
+    // the append limit).
+    let mut proposed = events(1, 8);
+    proposed.extend(events(1, max + 1));
+    let too_large = id_text(&proposed[1])?;
+    call.send(whole(1, "big", E::Any(()), None, proposed))
+        .await?;
+    let refused = call.answer().await?;
+    assert_eq!(refused.correlation_id, Some(correlation(1)));
+    assert_error(
+        &refused,
+        Code::InvalidArgument,
+        "MaximumAppendEventSizeExceeded",
+    );
+    let Some(pb::batch_append_resp::Result::Error(status)) = &refused.result else {
+        panic!("{refused:?}");
+    };
+    let detail = shared::MaximumAppendEventSizeExceeded::decode(
+        &status.details.as_ref().ok_or("no detail")?.value[..],
+    )?;
+    assert_eq!(detail.event_id, too_large, "the id of the second event");
+    assert_eq!(detail.max_append_event_size, u32::try_from(max)?);
+    assert!(
+        detail.proposed_event_size > detail.max_append_event_size,
+        "{detail:?}"
+    );
+
+    // The call goes on, and neither event of the refused append was written.
+    call.send(whole(2, "s", E::NoStream(()), None, events(1, 8)))
+        .await?;
+    assert_eq!(revision(&call.answer().await?), Some(0));
+    let kurrent = client(&server, "esdb")?;
+    assert_not_written(&kurrent, "big").await;
+    server.stop().await
+}
+
+#[tokio::test]
+async fn an_append_retried_with_the_same_ids_and_revision_is_written_once() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut call = Call::open(&server).await?;
+
+    let first = events(3, 8);
+    call.send(whole(1, "retried", E::NoStream(()), None, first.clone()))
+        .await?;
+    let original = call.answer().await?;
+    assert_eq!(revision(&original), Some(2));
+    call.send(whole(2, "retried", E::NoStream(()), None, first))
+        .await?;
+    let retried = call.answer().await?;
+    assert_eq!(retried.correlation_id, Some(correlation(2)));
+    assert_eq!(revision(&retried), Some(2));
+    assert_eq!(
+        retried.result, original.result,
+        "the same revision and position"
+    );
+
+    // From an exact revision too.
+    let second = events(2, 8);
+    call.send(whole(
+        3,
+        "retried",
+        E::StreamPosition(2),
+        None,
+        second.clone(),
+    ))
+    .await?;
+    let original = call.answer().await?;
+    assert_eq!(revision(&original), Some(4));
+    call.send(whole(4, "retried", E::StreamPosition(2), None, second))
+        .await?;
+    let retried = call.answer().await?;
+    assert_eq!(
+        retried.result, original.result,
+        "the same revision and position"
+    );
+    assert_eq!(
+        retried.expected_stream_position,
+        Some(pb::batch_append_resp::ExpectedStreamPosition::StreamPosition(2))
+    );
+
+    let kurrent = client(&server, "esdb")?;
+    let read = read_stream(&kurrent, "retried", &ReadStreamOptions::default()).await?;
+    assert_eq!(read.len(), 5, "each event written once");
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_retry_in_flight_with_its_original_is_written_once() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    // Synced appends, so the retry may find its original still in flight.
+    let mut store_options = common::options();
+    store_options.engine.sync = caskade_engine::SyncPolicy::Always;
+    let (server, mut call) = serve(dir.path(), store_options).await?;
+
+    // Both sent before either is answered: whichever the store takes second repeats the
+    // first, in flight or published.
+    let proposed = events(3, 8);
+    call.send(whole(1, "raced", E::NoStream(()), None, proposed.clone()))
+        .await?;
+    call.send(whole(2, "raced", E::NoStream(()), None, proposed))
+        .await?;
+    let (a, b) = (call.answer().await?, call.answer().await?);
+    let answered = [&a, &b].map(|answer| answer.correlation_id.clone());
+    assert!(
+        answered.contains(&Some(correlation(1))) && answered.contains(&Some(correlation(2))),
+        "one answer each: {answered:?}"
+    );
+    assert_eq!(revision(&a), Some(2), "{a:?}");
+    assert_eq!(a.result, b.result, "the same revision and position");
+
+    let kurrent = client(&server, "esdb")?;
+    let read = read_stream(&kurrent, "raced", &ReadStreamOptions::default()).await?;
+    assert_eq!(read.len(), 3, "each event written once");
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_duration_deadline_appends_and_a_zero_one_is_a_timeout() -> TestResult {
+    use pb::batch_append_req::options::{DeadlineOption, ExpectedStreamPosition as E};
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut call = Call::open(&server).await?;
+    let after = |seconds| {
+        Some(DeadlineOption::Deadline(prost_types::Duration {
+            seconds,
+            nanos: 0,
+        }))
+    };
+
+    call.send(whole(1, "timely", E::NoStream(()), after(5), events(2, 8)))
+        .await?;
+    let answer = call.answer().await?;
+    assert_eq!(answer.correlation_id, Some(correlation(1)));
+    assert_eq!(revision(&answer), Some(1));
+
+    call.send(whole(2, "late", E::Any(()), after(0), events(1, 8)))
+        .await?;
+    let late = call.answer().await?;
+    assert_eq!(late.correlation_id, Some(correlation(2)));
+    assert_error(&late, Code::DeadlineExceeded, "Timeout");
+
+    let kurrent = client(&server, "esdb")?;
+    let timely = read_stream(&kurrent, "timely", &ReadStreamOptions::default()).await?;
+    assert_eq!(timely.len(), 2);
+    assert_not_written(&kurrent, "late").await;
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_request_without_a_correlation_id_ends_the_call_after_the_answers_due() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut call = Call::open(&server).await?;
+
+    // An append in flight, an early failure, then the request that cannot be answered.
+    call.send(whole(1, "s", E::NoStream(()), None, events(1, 8)))
+        .await?;
+    call.send(chunk(2, None, events(1, 8), true)).await?;
+    let mut anonymous = whole(3, "never", E::Any(()), None, events(1, 8));
+    anonymous.correlation_id = None;
+    call.send(anonymous).await?;
+
+    let mut answers = [call.answer().await?, call.answer().await?];
+    answers.sort_by_key(|answer| answer.correlation_id != Some(correlation(1)));
+    assert_eq!(answers[0].correlation_id, Some(correlation(1)));
+    assert_eq!(revision(&answers[0]), Some(0));
+    assert_eq!(answers[1].correlation_id, Some(correlation(2)));
+    assert_error(&answers[1], Code::InvalidArgument, "BadRequest");
+    let ended = call.end().await?;
+    assert_eq!(ended.code(), tonic::Code::InvalidArgument, "{ended:?}");
+
+    let kurrent = client(&server, "esdb")?;
+    let written = read_stream(&kurrent, "s", &ReadStreamOptions::default()).await?;
+    assert_eq!(written.len(), 1);
+    assert_not_written(&kurrent, "never").await;
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_an_open_call_unavailable_and_keeps_what_it_answered() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let mut store_options = common::options();
+    store_options.engine.sync = caskade_engine::SyncPolicy::Always;
+    let (mut server, mut call) = serve(dir.path(), store_options).await?;
+
+    let proposed = events(2, 8);
+    let ids = proposed
+        .iter()
+        .map(|event| Ok(uuid::Uuid::parse_str(&id_text(event)?)?))
+        .collect::<TestResult<Vec<_>>>()?;
+    call.send(whole(1, "kept", E::NoStream(()), None, proposed))
+        .await?;
+    assert_eq!(revision(&call.answer().await?), Some(1));
+
+    server.trigger_shutdown();
+    let ended = call.end().await?;
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    drop(call);
+    server.join().await?;
+
+    let store = caskade_eventstore::EventStore::open(dir.path(), common::options())?;
+    let stored = store.read_stream_to_vec("kept")?;
+    assert_eq!(
+        stored.iter().map(|event| event.id).collect::<Vec<_>>(),
+        ids,
+        "the answered append, once"
+    );
+    store.close()?;
+    Ok(())
 }
