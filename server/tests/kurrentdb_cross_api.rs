@@ -20,6 +20,41 @@ use kurrentdb::{
 use pb::streams_client::StreamsClient;
 use tonic::Code;
 
+/// A server in `dir`, KurrentDB's client of it and a `caskade.v1` `Streams` client.
+async fn start(
+    dir: &std::path::Path,
+) -> TestResult<(TestServer, kurrentdb::Client, StreamsClient<Authed>)> {
+    let server = TestServer::start_in(dir).await?;
+    let kurrent = client(&server, "esdb")?;
+    let native = server.streams().await?;
+    Ok((server, kurrent, native))
+}
+
+/// Appends `count` numbered events of `event_type` to `stream` through `caskade.v1`.
+async fn native_append(
+    native: &mut StreamsClient<Authed>,
+    stream: &str,
+    expected: Option<pb::ExpectedVersion>,
+    event_type: &str,
+    first: u64,
+    count: u64,
+) -> TestResult {
+    let events = common::numbered(event_type, first, count);
+    native
+        .append(common::append(stream, expected, events))
+        .await?;
+    Ok(())
+}
+
+/// Asserts that a call of KurrentDB's client failed because the stream is tombstoned.
+#[track_caller]
+fn assert_deleted<T: std::fmt::Debug>(result: &Result<T, kurrentdb::Error>) {
+    assert!(
+        matches!(result, Err(kurrentdb::Error::ResourceDeleted)),
+        "{result:?}"
+    );
+}
+
 fn expecting(state: StreamState) -> AppendToStreamOptions {
     AppendToStreamOptions::default().stream_state(state)
 }
@@ -141,16 +176,8 @@ async fn native_live(
 #[tokio::test]
 async fn a_native_soft_delete_is_not_found_then_revives_at_the_next_revision() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
-    native
-        .append(common::append(
-            "cart",
-            common::no_stream(),
-            common::numbered("Added", 0, 3),
-        ))
-        .await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
+    native_append(&mut native, "cart", common::no_stream(), "Added", 0, 3).await?;
     native
         .delete(pb::DeleteRequest {
             stream: "cart".into(),
@@ -189,9 +216,7 @@ async fn a_native_soft_delete_is_not_found_then_revives_at_the_next_revision() -
 #[tokio::test]
 async fn a_stream_deleted_through_the_client_reads_as_deleted_natively() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
     kurrent
         .append_to_stream("cart", &expecting(StreamState::NoStream), numbered(0, 3))
         .await?;
@@ -257,9 +282,7 @@ async fn a_stream_deleted_through_the_client_reads_as_deleted_natively() -> Test
 #[tokio::test]
 async fn a_stream_tombstoned_through_the_client_is_refused_natively() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
     kurrent
         .append_to_stream("gone", &expecting(StreamState::NoStream), numbered(0, 2))
         .await?;
@@ -296,16 +319,8 @@ async fn a_stream_tombstoned_through_the_client_is_refused_natively() -> TestRes
 #[tokio::test]
 async fn a_stream_tombstoned_natively_is_deleted_through_the_client() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
-    native
-        .append(common::append(
-            "gone",
-            common::no_stream(),
-            common::numbered("E", 0, 2),
-        ))
-        .await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
+    native_append(&mut native, "gone", common::no_stream(), "E", 0, 2).await?;
     native
         .tombstone(pb::TombstoneRequest {
             stream: "gone".into(),
@@ -321,24 +336,15 @@ async fn a_stream_tombstoned_natively_is_deleted_through_the_client() -> TestRes
     let append = kurrent
         .append_to_stream("gone", &AppendToStreamOptions::default(), numbered(2, 1))
         .await;
-    assert!(
-        matches!(append, Err(kurrentdb::Error::ResourceDeleted)),
-        "{append:?}"
-    );
+    assert_deleted(&append);
     let delete = kurrent
         .delete_stream("gone", &DeleteStreamOptions::default())
         .await;
-    assert!(
-        matches!(delete, Err(kurrentdb::Error::ResourceDeleted)),
-        "{delete:?}"
-    );
+    assert_deleted(&delete);
     let metadata = kurrent
         .get_stream_metadata("gone", &ReadStreamOptions::default())
         .await;
-    assert!(
-        matches!(metadata, Err(kurrentdb::Error::ResourceDeleted)),
-        "{metadata:?}"
-    );
+    assert_deleted(&metadata);
     assert!(
         read_all(&kurrent, &ReadAllOptions::default())
             .await?
@@ -350,23 +356,9 @@ async fn a_stream_tombstoned_natively_is_deleted_through_the_client() -> TestRes
 #[tokio::test]
 async fn truncate_before_is_one_rule_whichever_api_sets_it() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
-    native
-        .append(common::append(
-            "ledger",
-            common::no_stream(),
-            common::numbered("Posted", 0, 5),
-        ))
-        .await?;
-    native
-        .append(common::append(
-            "other",
-            common::no_stream(),
-            common::numbered("Posted", 5, 1),
-        ))
-        .await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
+    native_append(&mut native, "ledger", common::no_stream(), "Posted", 0, 5).await?;
+    native_append(&mut native, "other", common::no_stream(), "Posted", 5, 1).await?;
 
     // `$tb` alone, through the client: versions below 2 are hidden through both APIs.
     let metadata = StreamMetadata::builder().truncate_before(2).build();
@@ -443,9 +435,7 @@ async fn truncate_before_is_one_rule_whichever_api_sets_it() -> TestResult {
 #[tokio::test]
 async fn all_positions_through_the_client_are_the_native_ones_plus_one() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
     let first = native
         .append(common::append(
             "a",
@@ -519,16 +509,8 @@ async fn all_positions_through_the_client_are_the_native_ones_plus_one() -> Test
 #[tokio::test]
 async fn a_client_subscription_goes_live_with_events_appended_natively() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
-    native
-        .append(common::append(
-            "orders",
-            common::no_stream(),
-            common::numbered("Placed", 0, 2),
-        ))
-        .await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
+    native_append(&mut native, "orders", common::no_stream(), "Placed", 0, 2).await?;
 
     let options = SubscribeToStreamOptions::default().start_from(StreamPosition::Start);
     let mut subscription = kurrent.subscribe_to_stream("orders", &options).await;
@@ -559,9 +541,7 @@ async fn a_client_subscription_goes_live_with_events_appended_natively() -> Test
 #[tokio::test]
 async fn a_native_subscription_goes_live_with_events_appended_through_the_client() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let kurrent = client(&server, "esdb")?;
-    let mut native = server.streams().await?;
+    let (server, kurrent, mut native) = start(dir.path()).await?;
     kurrent
         .append_to_stream("orders", &expecting(StreamState::NoStream), numbered(0, 2))
         .await?;
