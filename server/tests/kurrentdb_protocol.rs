@@ -99,14 +99,21 @@ fn trailer<'s>(status: &'s tonic::Status, key: &str) -> Option<&'s str> {
     status.metadata().get(key).and_then(|v| v.to_str().ok())
 }
 
+/// A server on a store in a new temporary directory (kept alive by the returned handle),
+/// and a KurrentDB `Streams` client of it.
+async fn started() -> TestResult<(tempfile::TempDir, TestServer, StreamsClient<Channel>)> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let client = streams(&server).await?;
+    Ok((dir, server, client))
+}
+
 #[tokio::test]
 async fn a_wrong_expected_revision_on_append_is_answered_in_band_in_both_field_sets() -> TestResult
 {
     use pb::append_req::options::ExpectedStreamRevision as E;
     use pb::append_resp::wrong_expected_version as w;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     let ok = append(
         &mut client,
         append_messages("s", E::NoStream(shared::Empty {}), 2),
@@ -165,9 +172,7 @@ async fn a_wrong_expected_revision_on_append_is_answered_in_band_in_both_field_s
 #[tokio::test]
 async fn errors_carry_the_exception_trailer_and_its_companions() -> TestResult {
     use pb::append_req::options::ExpectedStreamRevision as E;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append(
         &mut client,
         append_messages("gone", E::Any(shared::Empty {}), 1),
@@ -265,9 +270,7 @@ async fn an_append_over_the_limit_is_refused_with_the_limit_in_a_trailer() -> Te
 async fn reads_answer_ids_in_the_form_asked_and_a_missing_stream_with_a_message() -> TestResult {
     use pb::append_req::options::ExpectedStreamRevision as E;
     use pb::read_req::options::uuid_option::Content;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append(
         &mut client,
         append_messages("s", E::Any(shared::Empty {}), 1),
@@ -339,49 +342,6 @@ async fn reads_answer_ids_in_the_form_asked_and_a_missing_stream_with_a_message(
     server.stop().await
 }
 
-#[tokio::test]
-async fn server_features_list_the_methods_served_in_lower_case() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut features = ServerFeaturesClient::new(common::channel(server.addr(), None).await?);
-    let methods = features
-        .get_supported_methods(shared::Empty {})
-        .await?
-        .into_inner();
-    let version: Vec<u64> = methods
-        .event_store_server_version
-        .split('.')
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    assert_eq!(version.len(), 3, "{}", methods.event_store_server_version);
-    let listed: Vec<(String, String)> = methods
-        .methods
-        .iter()
-        .map(|m| (m.service_name.clone(), m.method_name.clone()))
-        .collect();
-    for (service, method) in [
-        ("event_store.client.streams.streams", "read"),
-        ("event_store.client.streams.streams", "append"),
-        ("event_store.client.streams.streams", "delete"),
-        ("event_store.client.streams.streams", "tombstone"),
-        ("event_store.client.streams.streams", "batchappend"),
-        ("event_store.client.gossip.gossip", "read"),
-    ] {
-        assert!(
-            listed.contains(&(service.to_owned(), method.to_owned())),
-            "{service}/{method} in {listed:?}"
-        );
-    }
-    // What is not served is not listed: .NET and Node route appends by this list.
-    assert!(
-        !listed
-            .iter()
-            .any(|(service, _)| service.contains("persistent") || service.contains("v2")),
-        "{listed:?}"
-    );
-    server.stop().await
-}
-
 /// What each answer of a read is, in order: `e<revision>` for an event, `first <n>` and
 /// `last <n>` for the stream positions, `not found`.
 fn answer_kinds(answers: &[pb::ReadResp]) -> Vec<String> {
@@ -404,9 +364,7 @@ fn answer_kinds(answers: &[pb::ReadResp]) -> Vec<String> {
 async fn compatibility_1_adds_the_stream_positions_and_0_sends_only_events() -> TestResult {
     use pb::append_req::options::ExpectedStreamRevision as E;
     use pb::read_req::options as o;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append(
         &mut client,
         append_messages("s", E::NoStream(shared::Empty {}), 3),
@@ -501,9 +459,7 @@ async fn metadata_append(
 async fn metadata_streams_take_one_metadata_event_at_the_metadata_revision() -> TestResult {
     use pb::append_req::options::ExpectedStreamRevision as E;
     use pb::append_resp::success::{CurrentRevisionOption, PositionOption};
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     let no_stream = || E::NoStream(shared::Empty {});
     // Never set: an empty append expecting no stream matches and answers "no stream".
     let empty = metadata_append(&mut client, no_stream(), Vec::new()).await?;
@@ -580,9 +536,7 @@ async fn a_metadata_stream_reads_as_one_event_without_a_position_and_is_not_subs
 -> TestResult {
     use pb::append_req::options::ExpectedStreamRevision as E;
     use pb::read_req::options as o;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     let text = || o::uuid_option::Content::String(shared::Empty {});
     let missing = read(&mut client, read_request("$$orders", text())).await?;
     assert_eq!(answer_kinds(&missing), ["not found"]);
@@ -750,9 +704,7 @@ fn stream_revisions(events: &[AllEvent]) -> Vec<(&str, u64)> {
 async fn all_reads_walk_positions_in_order_from_either_end() -> TestResult {
     use pb::read_req::options::ReadDirection::{Backwards, Forwards};
     use pb::read_req::options::all_options::AllOption;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "a", &["A", "A"]).await?;
     append_typed(&mut client, "b", &["B"]).await?;
     let last = append_typed(&mut client, "a", &["A", "A"]).await?;
@@ -825,9 +777,7 @@ async fn all_reads_walk_positions_in_order_from_either_end() -> TestResult {
 async fn an_all_read_without_a_filter_option_reads_unfiltered() -> TestResult {
     use pb::read_req::options::ReadDirection::Forwards;
     use pb::read_req::options::all_options::AllOption;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "a", &["A"]).await?;
     append_typed(&mut client, "b", &["B"]).await?;
     // Go's client leaves the filter option out instead of sending `no_filter`.
@@ -861,9 +811,7 @@ fn filtered_all_request(
 #[tokio::test]
 async fn filtered_all_reads_keep_only_matching_event_types_or_stream_names() -> TestResult {
     use pb::read_req::options::filter_options::{Expression, Filter};
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "orders-1", &["OrderPlaced", "Note"]).await?;
     append_typed(&mut client, "invoices-1", &["InvoiceSent", "OrderPaid"]).await?;
     append_typed(&mut client, "orders-2", &["OrderPlaced"]).await?;
@@ -976,9 +924,7 @@ fn revision_and_position(content: &pb::read_resp::Content) -> Option<(u64, u64)>
 async fn a_stream_subscription_confirms_catches_up_then_delivers_live_events() -> TestResult {
     use pb::read_req::options::stream_options::RevisionOption;
     use pb::read_resp::Content;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "s", &["E", "E"]).await?;
     append_typed(&mut client, "other", &["E"]).await?;
     let mut messages = client
@@ -1025,9 +971,7 @@ async fn a_stream_subscription_confirms_catches_up_then_delivers_live_events() -
 async fn a_stream_subscription_from_a_revision_starts_after_it() -> TestResult {
     use pb::read_req::options::stream_options::RevisionOption;
     use pb::read_resp::Content;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "s", &["E", "E", "E"]).await?;
     let mut messages = client
         .read(stream_subscription("s", RevisionOption::Revision(0)))
@@ -1101,9 +1045,7 @@ fn assert_stream_deleted(status: &tonic::Status, stream: &str) {
 #[tokio::test]
 async fn a_tombstoned_stream_fails_reads_and_subscriptions_before_any_message() -> TestResult {
     use pb::read_req::options as o;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "gone", &["E", "E"]).await?;
     tombstone(&mut client, "gone").await?;
 
@@ -1208,9 +1150,7 @@ fn tombstone_request(
 async fn a_tombstone_at_the_wrong_revision_fails_with_the_versions_and_keeps_the_stream()
 -> TestResult {
     use pb::tombstone_req::options::ExpectedStreamRevision as E;
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "s", &["E", "E"]).await?;
 
     let error = client
@@ -1257,9 +1197,7 @@ async fn a_tombstone_at_the_wrong_revision_fails_with_the_versions_and_keeps_the
 
 #[tokio::test]
 async fn a_delete_at_the_wrong_revision_names_the_operation_in_its_message() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "s", &["E"]).await?;
     let error = client
         .delete(pb::DeleteReq {
@@ -1282,9 +1220,7 @@ async fn a_delete_at_the_wrong_revision_names_the_operation_in_its_message() -> 
 
 #[tokio::test]
 async fn deleting_or_tombstoning_a_tombstoned_stream_is_stream_deleted() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let mut client = streams(&server).await?;
+    let (_dir, server, mut client) = started().await?;
     append_typed(&mut client, "gone", &["E"]).await?;
     tombstone(&mut client, "gone").await?;
     let delete = client
