@@ -161,8 +161,8 @@ impl EventStore {
     }
 
     /// Like [`EventStore::subscribe_all`], also saying how far it has looked: a
-    /// [`SubscriptionMessage::Checkpoint`] once at least `every` positions were examined since
-    /// the last one, and one just before `CaughtUp`. With a filter that matches little, the
+    /// [`SubscriptionMessage::Checkpoint`] each time another `every` positions have been
+    /// examined, and one just before `CaughtUp`. With a filter that matches little, the
     /// checkpoints are what lets a subscriber record progress through the events it skips.
     ///
     /// Must be called within a Tokio runtime.
@@ -200,7 +200,11 @@ impl EventStore {
                     let Some(store) = upgrade(&shared) else {
                         return;
                     };
-                    let chunk_end = end.min(next.saturating_add(CHUNK));
+                    // A chunk ends where the next checkpoint is due, so that checkpoints
+                    // come exactly every `every` positions examined.
+                    let due = checkpoint_every
+                        .map_or(u64::MAX, |every| checkpointed.saturating_add(every.get()));
+                    let chunk_end = end.min(next.saturating_add(CHUNK)).min(due);
                     let (from, filter) = (next, filter.clone());
                     let events = run_read(chunk_end - from, move || {
                         store
