@@ -52,3 +52,24 @@ fn projection_resumes_after_restart_without_reprocessing() -> Result<(), Box<dyn
     );
     Ok(())
 }
+
+#[test]
+fn an_application_on_kurrentdbs_client_runs_against_caskade_unmodified()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("orders");
+    let path = path.to_str().ok_or("temp paths are UTF-8")?;
+    let out = run("kurrent_client", &[path])?;
+    assert!(out.ends_with("ok\n"), "{out}");
+    assert!(
+        out.contains("order-0: a stale shipment was refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order-4: 5 items, 6250 cents, shipped: true, revision 1"),
+        "{out}"
+    );
+    assert!(out.contains("projection: 3 of 5 orders shipped"), "{out}");
+    assert!(out.contains("audit: revisions kept [2, 3, 4]"), "{out}");
+    Ok(())
+}
