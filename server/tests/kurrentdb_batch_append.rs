@@ -104,10 +104,12 @@ impl Call {
     }
 }
 
-fn correlation(n: u8) -> shared::Uuid {
+fn correlation(n: u16) -> shared::Uuid {
     shared::Uuid {
         value: Some(shared::uuid::Value::String(
-            uuid::Uuid::from_bytes([n; 16]).hyphenated().to_string(),
+            uuid::Uuid::from_u128(u128::from(n) + 1)
+                .hyphenated()
+                .to_string(),
         )),
     }
 }
@@ -139,7 +141,7 @@ fn events(count: usize, size: usize) -> Vec<pb::batch_append_req::ProposedMessag
 }
 
 fn chunk(
-    n: u8,
+    n: u16,
     options: Option<pb::batch_append_req::Options>,
     proposed_messages: Vec<pb::batch_append_req::ProposedMessage>,
     is_final: bool,
@@ -198,7 +200,7 @@ fn assert_error(answer: &pb::BatchAppendResp, code: Code, name: &str) {
 
 /// One append sent whole: options, events and `is_final` in a single chunk.
 fn whole(
-    n: u8,
+    n: u16,
     stream: &str,
     expected: pb::batch_append_req::options::ExpectedStreamPosition,
     deadline: Option<pb::batch_append_req::options::DeadlineOption>,
@@ -628,4 +630,66 @@ async fn a_shutdown_ends_an_open_call_unavailable_and_keeps_what_it_answered() -
     );
     store.close()?;
     Ok(())
+}
+
+#[tokio::test]
+async fn a_call_gathers_a_bounded_number_of_appends_at_once() -> TestResult {
+    use caskade_server::kurrent::MAX_GATHERING;
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut call = Call::open(&server).await?;
+    let open = u16::try_from(MAX_GATHERING)?;
+    for n in 0..open {
+        let stream = format!("open-{n}");
+        call.send(chunk(
+            n,
+            Some(options(&stream, E::Any(()), None)),
+            events(1, 8),
+            false,
+        ))
+        .await?;
+    }
+    // One more first chunk is refused at once, naming the limit; its later chunks are
+    // ignored.
+    call.send(chunk(
+        open,
+        Some(options("one-too-many", E::Any(()), None)),
+        events(1, 8),
+        false,
+    ))
+    .await?;
+    let refused = call.answer().await?;
+    assert_eq!(refused.correlation_id, Some(correlation(open)));
+    assert_error(&refused, Code::InvalidArgument, "BadRequest");
+    let Some(pb::batch_append_resp::Result::Error(status)) = &refused.result else {
+        panic!("{refused:?}");
+    };
+    let detail =
+        shared::BadRequest::decode(&status.details.as_ref().ok_or("no detail")?.value[..])?;
+    assert!(
+        detail.message.contains(&MAX_GATHERING.to_string()),
+        "{}",
+        detail.message
+    );
+    call.send(chunk(open, None, events(1, 8), true)).await?;
+    // The open ones still complete, and then there is room again.
+    call.send(chunk(0, None, events(1, 8), true)).await?;
+    assert_eq!(
+        revision(&call.answer().await?),
+        Some(1),
+        "open-0 got both its events"
+    );
+    call.send(whole(
+        open + 1,
+        "room-again",
+        E::NoStream(()),
+        None,
+        events(1, 8),
+    ))
+    .await?;
+    assert_eq!(revision(&call.answer().await?), Some(0));
+    let kurrent = client(&server, "esdb")?;
+    assert_not_written(&kurrent, "one-too-many").await;
+    server.stop().await
 }

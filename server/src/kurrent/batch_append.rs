@@ -18,6 +18,9 @@
 //!   field, .NET the year 9999 for none). A deadline already passed is answered `Timeout`
 //!   at once; one that passes while the append waits is answered `Timeout`, and the append
 //!   may still become durable (a retry with the same ids is written once).
+//! - What one call holds is bounded: at [`MAX_IN_FLIGHT`] appends being written it reads no
+//!   more requests until one is answered, and a correlation beyond [`MAX_GATHERING`] open at
+//!   once is answered with an error.
 //! - When the requests end, the call ends after the last answer. On server shutdown it stops
 //!   reading, answers what is in flight, then ends with `UNAVAILABLE`.
 
@@ -45,6 +48,16 @@ pub(crate) const DEADLINE_CAP: Duration = Duration::from_secs(10);
 /// Answers buffered ahead of a slow client.
 const ANSWER_BUFFER: usize = 256;
 
+/// Appends of one call being written at once. At this many, the call reads no more requests
+/// until one is answered, so a client that sends faster than it reads answers is slowed
+/// rather than held in memory.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Correlations of one `BatchAppend` call whose final chunk has not come. A new one past
+/// this many is answered with a `BadRequest` at once; what a call holds stays bounded by this
+/// many appends of the size limit.
+pub const MAX_GATHERING: usize = 1024;
+
 /// A correlation whose final chunk has not come yet.
 struct Gathering {
     /// The id as the client sent it, echoed in the answer.
@@ -70,7 +83,7 @@ pub(super) fn batch_append(
         let mut in_flight = JoinSet::new();
         let ended = loop {
             let request = tokio::select! {
-                request = requests.message() => request,
+                request = requests.message(), if in_flight.len() < MAX_IN_FLIGHT => request,
                 _ = shutdown.wait_for(|stop| *stop) => {
                     break Some(Status::unavailable(
                         "the server is shutting down; append again once it is back",
@@ -141,8 +154,16 @@ fn gather(
 ) -> Result<Option<Gathering>, (String, rpc::Status, bool)> {
     let is_final = request.is_final;
     let wire_id = request.correlation_id.unwrap_or_default();
+    let open = gathering.len();
     let entry = match gathering.entry(id) {
         std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(_) if open >= MAX_GATHERING => {
+            let status = Status::invalid_argument(format!(
+                "a batch append call may gather at most {MAX_GATHERING} appends at once: \
+                 send the final chunks of those open before starting more"
+            ));
+            return Err((String::new(), batch_status(&status), is_final));
+        }
         std::collections::hash_map::Entry::Vacant(entry) => {
             let Some(options) = request.options else {
                 let status = Status::invalid_argument(
