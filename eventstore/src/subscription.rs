@@ -142,6 +142,24 @@ async fn send_checkpoint(
     sender.send(Ok(SubscriptionMessage::Checkpoint(last))).await
 }
 
+/// Sends the checkpoints due once every position below `examined` has been examined: one
+/// each time another `every` positions are behind the last. `false` if the subscriber is
+/// gone.
+async fn send_checkpoints_due(
+    sender: &mpsc::Sender<Result<SubscriptionMessage>>,
+    checkpointed: &mut u64,
+    every: NonZeroU64,
+    examined: u64,
+) -> bool {
+    while examined - *checkpointed >= every.get() {
+        *checkpointed += every.get();
+        if send_checkpoint(sender, *checkpointed).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 fn upgrade(shared: &Weak<Shared>) -> Option<EventStore> {
     shared.upgrade().map(|shared| EventStore { shared })
 }
@@ -200,11 +218,7 @@ impl EventStore {
                     let Some(store) = upgrade(&shared) else {
                         return;
                     };
-                    // A chunk ends where the next checkpoint is due, so that checkpoints
-                    // come exactly every `every` positions examined.
-                    let due = checkpoint_every
-                        .map_or(u64::MAX, |every| checkpointed.saturating_add(every.get()));
-                    let chunk_end = end.min(next.saturating_add(CHUNK)).min(due);
+                    let chunk_end = end.min(next.saturating_add(CHUNK));
                     let (from, filter) = (next, filter.clone());
                     let events = run_read(chunk_end - from, move || {
                         store
@@ -215,6 +229,19 @@ impl EventStore {
                     match events {
                         Ok(events) => {
                             for event in events {
+                                // Every position below this event's was examined: the
+                                // checkpoints due below it go first.
+                                if let Some(every) = checkpoint_every
+                                    && !send_checkpoints_due(
+                                        &sender,
+                                        &mut checkpointed,
+                                        every,
+                                        event.position.0,
+                                    )
+                                    .await
+                                {
+                                    return;
+                                }
                                 if sender
                                     .send(Ok(SubscriptionMessage::Event(event)))
                                     .await
@@ -231,12 +258,9 @@ impl EventStore {
                     }
                     next = chunk_end;
                     if let Some(every) = checkpoint_every
-                        && next - checkpointed >= every.get()
+                        && !send_checkpoints_due(&sender, &mut checkpointed, every, next).await
                     {
-                        checkpointed = next;
-                        if send_checkpoint(&sender, next).await.is_err() {
-                            return;
-                        }
+                        return;
                     }
                 }
                 // The last checkpoint of the catch-up goes just before `CaughtUp`.
