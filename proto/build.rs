@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .codec_path("crate::SizedCodec")
+        // Maps as `BTreeMap`: a KurrentDB event carries three small metadata entries, which a
+        // B-tree holds in one node without hashing them.
         .btree_map(".")
         .compile_fds(descriptors)?;
     Ok(())

@@ -185,8 +185,9 @@ impl Peer {
                 // A client of its own (its own connection, as each Caskade client has),
                 // connected by a first call, as Caskade's are before the clock starts.
                 let fresh = client::Kurrent {
-                    client: kurrentdb::Client::new((**settings).clone())
-                        .map_err(|error| anyhow::anyhow!("{error}"))?,
+                    client: kurrentdb::Client::new((**settings).clone()).map_err(|error| {
+                        anyhow::anyhow!("KurrentDB's client refused its settings: {error}")
+                    })?,
                     authentication: authentication.clone(),
                 };
                 let mut probe = client::Client::Kurrent(fresh.clone());

@@ -9,9 +9,10 @@
 //! the call reaches a service. Every configured user may do everything: Caskade has no
 //! access control lists.
 //!
-//! Secrets are compared in constant time, so a caller cannot learn a token or password one
-//! byte at a time from how long a refusal takes. Credentials cross the network as they are:
-//! they are only secret over TLS.
+//! Secrets are compared in a time that depends only on the configured secret's length, so a
+//! caller cannot learn a token or password, one byte at a time or its length, from how long a
+//! refusal takes; a password given for an unknown name is compared too. Credentials cross
+//! the network as they are: they are only secret over TLS.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,10 +40,15 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// Why a user could not be read from `NAME:PASSWORD`.
+/// Why configured credentials were refused: a user that is not `NAME:PASSWORD`, a name
+/// given twice, an empty token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum UserError {
+pub enum CredentialError {
+    /// The token is empty, which would let `authorization: Bearer ` with nothing after it
+    /// through.
+    #[error("the token must not be empty")]
+    EmptyToken,
     /// There is no `:` between the name and the password.
     #[error("a user is NAME:PASSWORD, with a colon after the name")]
     NoColon,
@@ -55,7 +61,7 @@ pub enum UserError {
         /// The line, counted from 1.
         line: usize,
         /// What is wrong with it.
-        error: Box<UserError>,
+        error: Box<CredentialError>,
     },
     /// The same name is given twice, perhaps with different passwords.
     #[error("the user {0:?} is given twice")]
@@ -63,13 +69,13 @@ pub enum UserError {
 }
 
 impl std::str::FromStr for User {
-    type Err = UserError;
+    type Err = CredentialError;
 
     /// Reads `NAME:PASSWORD`, split at the first colon.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, password) = text.split_once(':').ok_or(UserError::NoColon)?;
+        let (name, password) = text.split_once(':').ok_or(CredentialError::NoColon)?;
         if name.is_empty() {
-            return Err(UserError::EmptyName);
+            return Err(CredentialError::EmptyName);
         }
         Ok(User {
             name: name.to_owned(),
@@ -82,14 +88,14 @@ impl std::str::FromStr for User {
 /// are skipped, and a line's trailing `\r` is not part of its password.
 ///
 /// # Errors
-/// [`UserError::Line`] naming the first line that is not a user.
-pub fn parse_users_file(text: &str) -> Result<Vec<User>, UserError> {
+/// [`CredentialError::Line`] naming the first line that is not a user.
+pub fn parse_users_file(text: &str) -> Result<Vec<User>, CredentialError> {
     text.lines()
         .enumerate()
         .map(|(index, line)| (index + 1, line.strip_suffix('\r').unwrap_or(line)))
         .filter(|(_, line)| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
         .map(|(line, text)| {
-            text.parse().map_err(|error| UserError::Line {
+            text.parse().map_err(|error| CredentialError::Line {
                 line,
                 error: Box::new(error),
             })
@@ -100,11 +106,11 @@ pub fn parse_users_file(text: &str) -> Result<Vec<User>, UserError> {
 /// Checks that `users` can be told apart: no name is given twice.
 ///
 /// # Errors
-/// [`UserError::Duplicate`] naming the first name given twice.
-pub fn check_users(users: &[User]) -> Result<(), UserError> {
+/// [`CredentialError::Duplicate`] naming the first name given twice.
+pub fn check_users(users: &[User]) -> Result<(), CredentialError> {
     let mut names = std::collections::HashSet::with_capacity(users.len());
     match users.iter().find(|user| !names.insert(user.name.as_str())) {
-        Some(twice) => Err(UserError::Duplicate(twice.name.clone())),
+        Some(twice) => Err(CredentialError::Duplicate(twice.name.clone())),
         None => Ok(()),
     }
 }
@@ -121,8 +127,11 @@ impl CredentialCheck {
     /// A check for `token` and `users`; with neither, every call passes.
     ///
     /// # Errors
-    /// [`UserError::Duplicate`] if a name is given twice.
-    pub(crate) fn new(token: Option<&str>, users: &[User]) -> Result<Self, UserError> {
+    /// [`CredentialError::Duplicate`] if a name is given twice.
+    pub(crate) fn new(token: Option<&str>, users: &[User]) -> Result<Self, CredentialError> {
+        if token == Some("") {
+            return Err(CredentialError::EmptyToken);
+        }
         check_users(users)?;
         let by_name = users
             .iter()
@@ -144,9 +153,9 @@ impl CredentialCheck {
         let header = header.ok_or_else(|| {
             Status::unauthenticated(format!("missing credentials: send {}", self.accepted()))
         })?;
-        if let Some(token) = header.strip_prefix(b"Bearer ") {
+        if let Some(token) = strip_scheme(header, b"Bearer ") {
             return match &self.token {
-                Some(expected) if bool::from(token.ct_eq(expected)) => Ok(()),
+                Some(expected) if same_secret(token, expected) => Ok(()),
                 Some(_) => Err(Status::unauthenticated("wrong token")),
                 None => Err(Status::unauthenticated(format!(
                     "this server takes no bearer token: send {}",
@@ -154,7 +163,7 @@ impl CredentialCheck {
                 ))),
             };
         }
-        if let Some(encoded) = header.strip_prefix(b"Basic ") {
+        if let Some(encoded) = strip_scheme(header, b"Basic ") {
             let refused = || Status::unauthenticated("wrong user name or password");
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -165,10 +174,15 @@ impl CredentialCheck {
                 Status::unauthenticated("Basic credentials must be base64 of NAME:PASSWORD")
             })?;
             let (name, password) = (&decoded[..colon], &decoded[colon + 1..]);
-            let name = std::str::from_utf8(name).map_err(|_| refused())?;
-            return match self.users.get(name) {
-                Some(expected) if bool::from(password.ct_eq(expected)) => Ok(()),
-                _ => Err(refused()),
+            let known = std::str::from_utf8(name)
+                .ok()
+                .and_then(|name| self.users.get(name));
+            // An unknown name still costs a comparison, so that it is not the quick refusal.
+            let matches = same_secret(password, known.map_or(UNKNOWN_USER, Vec::as_slice));
+            return if known.is_some() && matches {
+                Ok(())
+            } else {
+                Err(refused())
             };
         }
         Err(Status::unauthenticated(format!(
@@ -189,6 +203,30 @@ impl CredentialCheck {
             }
         }
     }
+}
+
+/// What a password given for an unknown name is compared with.
+const UNKNOWN_USER: &[u8] = b"no user has this password, and the name is unknown anyway";
+
+/// `header` after `scheme` (which ends in a space), the scheme matched regardless of case as
+/// HTTP's authorization schemes are.
+fn strip_scheme<'h>(header: &'h [u8], scheme: &[u8]) -> Option<&'h [u8]> {
+    let (given, rest) = header.split_at_checked(scheme.len())?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Whether `given` equals `expected`, in a time that depends on `expected`'s length only:
+/// neither where the first difference is nor whether the lengths differ shows.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let padded = |i: usize| given.get(i).copied().unwrap_or(0);
+    let same_bytes = expected
+        .iter()
+        .enumerate()
+        .fold(subtle::Choice::from(1), |same, (i, byte)| {
+            same & padded(i).ct_eq(byte)
+        });
+    let same_length = given.len().ct_eq(&expected.len());
+    bool::from(same_bytes & same_length)
 }
 
 impl tonic::service::Interceptor for CredentialCheck {
@@ -228,8 +266,8 @@ mod tests {
         );
         let empty: User = "ops:".parse().expect("an empty password");
         assert_eq!(empty.password, "");
-        assert_eq!("ops".parse::<User>(), Err(UserError::NoColon));
-        assert_eq!(":secret".parse::<User>(), Err(UserError::EmptyName));
+        assert_eq!("ops".parse::<User>(), Err(CredentialError::NoColon));
+        assert_eq!(":secret".parse::<User>(), Err(CredentialError::EmptyName));
         assert!(
             !format!("{user:?}").contains("pa:ss"),
             "Debug shows the password"
@@ -245,17 +283,45 @@ mod tests {
         );
         assert_eq!(
             parse_users_file("admin:changeit\n\nnobody\n"),
-            Err(UserError::Line {
+            Err(CredentialError::Line {
                 line: 3,
-                error: Box::new(UserError::NoColon)
+                error: Box::new(CredentialError::NoColon)
             })
+        );
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal_and_schemes_ignore_case() {
+        assert!(same_secret(b"t0ken", b"t0ken"));
+        for other in [&b"t0ke"[..], b"t0ken2", b"T0ken", b"", b"t0ken\0"] {
+            assert!(!same_secret(other, b"t0ken"), "{other:?}");
+        }
+        assert!(same_secret(b"", b""));
+        let check =
+            CredentialCheck::new(Some("t0ken"), &users(&["admin:changeit"])).expect("a check");
+        assert!(check.check(Some(b"bearer t0ken")).is_ok());
+        let shouted = format!(
+            "BASIC {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:changeit")
+        );
+        assert!(check.check(Some(shouted.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn an_empty_token_is_refused() {
+        assert_eq!(
+            CredentialCheck::new(Some(""), &[]).err(),
+            Some(CredentialError::EmptyToken)
         );
     }
 
     #[test]
     fn a_name_given_twice_is_refused() {
         let result = CredentialCheck::new(None, &users(&["a:1", "b:2", "a:3"]));
-        assert_eq!(result.err(), Some(UserError::Duplicate("a".to_owned())));
+        assert_eq!(
+            result.err(),
+            Some(CredentialError::Duplicate("a".to_owned()))
+        );
     }
 
     #[test]

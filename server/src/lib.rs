@@ -40,13 +40,14 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use auth::{User, UserError, check_users, parse_users_file};
+pub use auth::{CredentialError, User, check_users, parse_users_file};
 use kurrent::{GossipService, KurrentStreamsService, ServerFeaturesService};
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
 
-/// How the server runs.
-#[derive(Debug, Clone)]
+/// How the server runs. Its `Debug` leaves the token out, as [`User`]'s leaves passwords
+/// and [`TlsFiles`]'s the private key: configurations end up in logs.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// When set, `authorization: Bearer <token>` is accepted on both APIs and reflection
     /// (which describes them). Health stays open, so that load balancers and orchestrators
@@ -95,13 +96,41 @@ impl Default for ServerConfig {
     }
 }
 
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("users", &self.users)
+            .field("tls", &self.tls)
+            .field("max_message_size", &self.max_message_size)
+            .field(
+                "concurrency_per_connection",
+                &self.concurrency_per_connection,
+            )
+            .field("drain_timeout", &self.drain_timeout)
+            .field("scavenge_interval", &self.scavenge_interval)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("quick_ack", &self.quick_ack)
+            .finish()
+    }
+}
+
 /// A TLS certificate chain and key, PEM-encoded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsFiles {
     /// The certificate chain.
     pub cert_pem: Vec<u8>,
     /// The private key.
     pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert_pem", &String::from_utf8_lossy(&self.cert_pem))
+            .field("key_pem", &"<hidden>")
+            .finish()
+    }
 }
 
 /// Why the server stopped with an error.
@@ -126,9 +155,9 @@ pub enum Error {
     /// The transport failed (TLS setup, the listener).
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The users configured cannot be told apart.
-    #[error("invalid users: {0}")]
-    Users(#[from] UserError),
+    /// The credentials configured are refused: a name given twice, an empty token.
+    #[error("invalid credentials: {0}")]
+    Credentials(#[from] CredentialError),
     /// Reflection could not be set up from the descriptor set.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -193,8 +222,8 @@ async fn scavenge_every(store: EventStore, interval: Duration, mut stop: watch::
 ///
 /// # Errors
 /// [`Error::MessageSizeTooSmall`] before serving anything if `config.max_message_size` is
-/// under [`min_message_size`] of the store's options, [`Error::Users`] if a user's name is
-/// given twice, [`Error::Transport`] if TLS cannot be
+/// under [`min_message_size`] of the store's options, [`Error::Credentials`] if a user's name
+/// is given twice or the token is empty, [`Error::Transport`] if TLS cannot be
 /// set up or serving fails, [`Error::Store`] if the final sync or close fails.
 pub async fn run(
     listener: TcpListener,

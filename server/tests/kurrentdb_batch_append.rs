@@ -650,8 +650,7 @@ async fn a_call_gathers_a_bounded_number_of_appends_at_once() -> TestResult {
         ))
         .await?;
     }
-    // One more first chunk is refused at once, naming the limit; its later chunks are
-    // ignored.
+    // One more first chunk is refused at once, naming the limit.
     call.send(chunk(
         open,
         Some(options("one-too-many", E::Any(()), None)),
@@ -672,7 +671,12 @@ async fn a_call_gathers_a_bounded_number_of_appends_at_once() -> TestResult {
         "{}",
         detail.message
     );
+    // The refused correlation is not remembered (so that refusals cannot grow the call's
+    // state): its final chunk, without options, is a bad first chunk.
     call.send(chunk(open, None, events(1, 8), true)).await?;
+    let again = call.answer().await?;
+    assert_eq!(again.correlation_id, Some(correlation(open)));
+    assert_error(&again, Code::InvalidArgument, "BadRequest");
     // The open ones still complete, and then there is room again.
     call.send(chunk(0, None, events(1, 8), true)).await?;
     assert_eq!(

@@ -66,8 +66,9 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "CASKADE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require `authorization: Bearer TOKEN` on every call, reflection included. The health
-    /// service stays open, so that load balancers can probe without the token.
+    /// Require `authorization: Bearer TOKEN` (or a --user's Basic credentials) on every call
+    /// to either API and to reflection. Health, and KurrentDB's gossip and server features,
+    /// stay open: load balancers probe, and KurrentDB's clients ask, before authenticating.
     #[arg(long, env = "CASKADE_TOKEN")]
     token: Option<String>,
     /// Accept this user's HTTP Basic credentials, NAME:PASSWORD, like the token (KurrentDB's
@@ -183,6 +184,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             caskade_server::parse_users_file(&text)
                 .with_context(|| format!("in the users file {}", path.display()))?,
         );
+    }
+    if args.token.as_deref() == Some("") {
+        bail!("--token must not be empty");
     }
     caskade_server::check_users(&users)?;
     let addr: SocketAddr = args

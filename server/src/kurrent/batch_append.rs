@@ -22,10 +22,13 @@
 //!   more requests until one is answered, and a correlation beyond [`MAX_GATHERING`] open at
 //!   once is answered with an error.
 //! - When the requests end, the call ends after the last answer. On server shutdown it stops
-//!   reading, answers what is in flight, then ends with `UNAVAILABLE`.
+//!   reading, answers what is in flight (while the client has room for the answers: one that
+//!   stopped reading does not hold the shutdown up), then ends with `UNAVAILABLE`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::streams as pb;
@@ -64,8 +67,8 @@ struct Gathering {
     wire_id: shared::Uuid,
     stream: String,
     expected: WireExpected,
-    /// How long the append may wait; zero if the deadline has passed.
-    timeout: Duration,
+    /// When the append stops waiting, from the deadline the first chunk carried.
+    deadline: Instant,
     events: ProposedEvents,
 }
 
@@ -89,7 +92,13 @@ pub(super) fn batch_append(
                         "the server is shutting down; append again once it is back",
                     ));
                 }
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(error) = done {
+                        // Its client gets no answer for it and waits out its own deadline.
+                        tracing::error!(%error, "a batch append task failed");
+                    }
+                    continue;
+                }
             };
             let request = match request {
                 Ok(Some(request)) => request,
@@ -111,37 +120,69 @@ pub(super) fn batch_append(
                 }
                 continue;
             }
-            match gather(&service, &mut gathering, id, request) {
-                Ok(None) => {}
-                Ok(Some(ready)) => {
-                    let (service, answers) = (service.clone(), answers.clone());
-                    in_flight.spawn(async move {
-                        let answer = append(&service, ready).await;
-                        let _ = answers.send(Ok(answer)).await;
-                    });
+            let refusal = if !gathering.contains_key(&id)
+                && gathering.len() + failed.len() >= MAX_GATHERING
+            {
+                // Not remembered as failed, so that refusals cannot grow the call's state:
+                // its later chunks are refused again, or read as first chunks.
+                let status = Status::invalid_argument(format!(
+                    "a batch append call may gather at most {MAX_GATHERING} appends at once: \
+                     send the final chunks of those open before starting more"
+                ));
+                Some((String::new(), batch_status(&status)))
+            } else {
+                match gather(&service, &mut gathering, id, request) {
+                    Ok(None) => None,
+                    Ok(Some(ready)) => {
+                        let (service, answers) = (service.clone(), answers.clone());
+                        let mut shutdown = shutdown.clone();
+                        in_flight.spawn(async move {
+                            let answer = append(&service, ready).await;
+                            deliver(&answers, Ok(answer), &mut shutdown).await;
+                        });
+                        None
+                    }
+                    Err((stream, status, is_final)) => {
+                        gathering.remove(&id);
+                        if !is_final {
+                            failed.insert(id);
+                        }
+                        Some((stream, status))
+                    }
                 }
-                Err((stream, status, is_final)) => {
-                    gathering.remove(&id);
-                    if !is_final {
-                        failed.insert(id);
-                    }
-                    let error = pb::batch_append_resp::Result::Error(status);
-                    if answers
-                        .send(Ok(answer(wire_id, &stream, error)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+            };
+            if let Some((stream, status)) = refusal {
+                let error = pb::batch_append_resp::Result::Error(status);
+                let refused = Ok(answer(wire_id, &stream, error));
+                if !deliver(&answers, refused, &mut shutdown).await {
+                    // The client is gone, or stopped reading while the server shuts down.
+                    in_flight.abort_all();
+                    return;
                 }
             }
         };
         while in_flight.join_next().await.is_some() {}
         if let Some(status) = ended {
-            let _ = answers.send(Err(status)).await;
+            deliver(&answers, Err(status), &mut shutdown).await;
         }
     });
     Box::pin(ReceiverStream::new(receiver))
+}
+
+/// Sends `answer`, waiting for room while the client reads; once the server is shutting
+/// down, only if there is room, so that a client that stopped reading cannot hold up the
+/// shutdown. Whether it was sent.
+async fn deliver(
+    answers: &mpsc::Sender<Result<pb::BatchAppendResp, Status>>,
+    answer: Result<pb::BatchAppendResp, Status>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        // First, so that an answer with room is sent even when the shutdown has begun.
+        biased;
+        sent = answers.send(answer) => sent.is_ok(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
 }
 
 /// Adds `request` to its correlation; the correlation when this was its final chunk, or
@@ -154,16 +195,8 @@ fn gather(
 ) -> Result<Option<Gathering>, (String, rpc::Status, bool)> {
     let is_final = request.is_final;
     let wire_id = request.correlation_id.unwrap_or_default();
-    let open = gathering.len();
     let entry = match gathering.entry(id) {
         std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-        std::collections::hash_map::Entry::Vacant(_) if open >= MAX_GATHERING => {
-            let status = Status::invalid_argument(format!(
-                "a batch append call may gather at most {MAX_GATHERING} appends at once: \
-                 send the final chunks of those open before starting more"
-            ));
-            return Err((String::new(), batch_status(&status), is_final));
-        }
         std::collections::hash_map::Entry::Vacant(entry) => {
             let Some(options) = request.options else {
                 let status = Status::invalid_argument(
@@ -177,7 +210,7 @@ fn gather(
                 wire_id,
                 stream,
                 expected: expected(options.expected_stream_position),
-                timeout: timeout(options.deadline_option, SystemTime::now()),
+                deadline: Instant::now() + timeout(options.deadline_option, SystemTime::now()),
                 events: service.proposed_events(),
             })
         }
@@ -205,14 +238,14 @@ async fn append(service: &KurrentStreamsService, ready: Gathering) -> pb::BatchA
         wire_id,
         stream,
         expected,
-        timeout,
+        deadline,
         events,
     } = ready;
-    let result = if timeout.is_zero() {
+    let result = if deadline <= Instant::now() {
         Result::Error(batch_timeout())
     } else {
         let appending = service.append_events(stream.clone(), expected, events.events);
-        match tokio::time::timeout(timeout, appending).await {
+        match tokio::time::timeout_at(deadline, appending).await {
             Err(_elapsed) => Result::Error(batch_timeout()),
             Ok(Err(status)) => Result::Error(batch_status(&status)),
             Ok(Ok(AppendOutcome::WrongExpectedVersion { actual })) => {

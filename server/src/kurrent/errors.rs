@@ -217,12 +217,17 @@ pub(crate) fn batch_status(status: &Status) -> rpc::Status {
                 message: status.message().to_owned(),
             },
         ),
-        _ => packed(
-            rpc::Code::Unknown,
-            status.message(),
-            "Unknown",
-            &shared::Unknown {},
-        ),
+        // Kept with its own code (`UNAVAILABLE` when the store is closing, say), which
+        // clients retry on; the detail says only that KurrentDB has no message for it.
+        _ => rpc::Status {
+            code: i32::from(status.code()),
+            ..packed(
+                rpc::Code::Unknown,
+                status.message(),
+                "Unknown",
+                &shared::Unknown {},
+            )
+        },
     }
 }
 

@@ -12,7 +12,7 @@
 //! Like the rest of the crate this only translates: every rule of streams, versions and
 //! retention is the event store's, so what one API writes the other reads back the same.
 
-pub mod batch_append;
+pub(crate) mod batch_append;
 pub(crate) mod convert;
 pub(crate) mod errors;
 pub mod features;

@@ -1,6 +1,9 @@
 //! `event_store.client.streams.Streams`: KurrentDB's appends and deletes over the event
-//! store, and its reads and subscriptions through [`super::read`], with the conventions of
-//! [`super::convert`] and the errors of [`super::errors`].
+//! store, its reads and subscriptions through [`super::read`] and its `BatchAppend` through
+//! [`super::batch_append`], with the conventions of [`super::convert`] and the errors of
+//! [`super::errors`]. The append path is one for `Append` and `BatchAppend`:
+//! [`ProposedEvents`] decodes and sizes the events, [`KurrentStreamsService::append_events`]
+//! writes them, and each call answers the [`AppendOutcome`] in its own form.
 //!
 //! What a KurrentDB client relies on, and where it differs from `caskade.v1`:
 //! - A wrong expected version on `Append` is an answer, not an error, filling the current
@@ -239,7 +242,16 @@ impl ProposedEvents {
         custom_metadata: Vec<u8>,
         data: Vec<u8>,
     ) -> Result<(), Status> {
-        let (size, max) = (self.size + data.len() + custom_metadata.len(), self.max);
+        // Everything the event holds counts, its type and the rest of its system metadata
+        // too, so that no part of a request escapes the limit.
+        let system: usize = metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        let (size, max) = (
+            self.size + data.len() + custom_metadata.len() + system,
+            self.max,
+        );
         if size > max {
             return Err(kurrent_status(
                 "Append",
