@@ -697,3 +697,34 @@ async fn a_call_gathers_a_bounded_number_of_appends_at_once() -> TestResult {
     assert_not_written(&kurrent, "one-too-many").await;
     server.stop().await
 }
+
+#[tokio::test]
+async fn the_appends_open_on_a_call_hold_at_most_one_appends_size_between_them() -> TestResult {
+    use pb::batch_append_req::options::ExpectedStreamPosition as E;
+    let dir = tempfile::tempdir()?;
+    let max = 1024;
+    let (server, mut call) = small_server(dir.path(), max).await?;
+    let open = |n, stream: &str| {
+        chunk(
+            n,
+            Some(options(stream, E::Any(()), None)),
+            events(1, 600),
+            false,
+        )
+    };
+    call.send(open(1, "first")).await?;
+    // A second open append of 600 bytes would make 1,200 held at once, over one append's 1,024.
+    call.send(open(2, "second")).await?;
+    let refused = call.answer().await?;
+    assert_eq!(refused.correlation_id, Some(correlation(2)));
+    assert_error(&refused, Code::InvalidArgument, "BadRequest");
+    // The first completes; then there is room for another.
+    call.send(chunk(1, None, Vec::new(), true)).await?;
+    assert_eq!(revision(&call.answer().await?), Some(0));
+    call.send(open(3, "third")).await?;
+    call.send(chunk(3, None, Vec::new(), true)).await?;
+    assert_eq!(revision(&call.answer().await?), Some(0));
+    let kurrent = client(&server, "esdb")?;
+    assert_not_written(&kurrent, "second").await;
+    server.stop().await
+}

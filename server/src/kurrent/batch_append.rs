@@ -19,8 +19,9 @@
 //!   at once; one that passes while the append waits is answered `Timeout`, and the append
 //!   may still become durable (a retry with the same ids is written once).
 //! - What one call holds is bounded: at [`MAX_IN_FLIGHT`] appends being written it reads no
-//!   more requests until one is answered, and a correlation beyond [`MAX_GATHERING`] open at
-//!   once is answered with an error.
+//!   more requests until one is answered; a correlation beyond [`MAX_GATHERING`] open at
+//!   once, or one whose chunk takes the events gathered over all open correlations past the
+//!   size limit of one append, is answered with an error.
 //! - When the requests end, the call ends after the last answer. On server shutdown it stops
 //!   reading, answers what is in flight (while the client has room for the answers: one that
 //!   stopped reading does not hold the shutdown up), then ends with `UNAVAILABLE`.
@@ -80,9 +81,7 @@ pub(super) fn batch_append(
 ) -> MessageStream<pb::BatchAppendResp> {
     let (answers, receiver) = mpsc::channel(ANSWER_BUFFER);
     tokio::spawn(async move {
-        let mut gathering: HashMap<uuid::Uuid, Gathering> = HashMap::new();
-        // Failed correlations whose final chunk has not come yet.
-        let mut failed: HashSet<uuid::Uuid> = HashSet::new();
+        let mut open = Correlations::default();
         let mut in_flight = JoinSet::new();
         let ended = loop {
             let request = tokio::select! {
@@ -114,50 +113,24 @@ pub(super) fn batch_append(
                 Ok(id) => id,
                 Err(status) => break Some(status),
             };
-            if failed.contains(&id) {
-                if request.is_final {
-                    failed.remove(&id);
+            match open.take(&service, id, request) {
+                Taken::Nothing => {}
+                Taken::Ready(ready) => {
+                    let (service, answers) = (service.clone(), answers.clone());
+                    let mut shutdown = shutdown.clone();
+                    in_flight.spawn(async move {
+                        let answer = append(&service, ready).await;
+                        deliver(&answers, Ok(answer), &mut shutdown).await;
+                    });
                 }
-                continue;
-            }
-            let refusal = if !gathering.contains_key(&id)
-                && gathering.len() + failed.len() >= MAX_GATHERING
-            {
-                // Not remembered as failed, so that refusals cannot grow the call's state:
-                // its later chunks are refused again, or read as first chunks.
-                let status = Status::invalid_argument(format!(
-                    "a batch append call may gather at most {MAX_GATHERING} appends at once: \
-                     send the final chunks of those open before starting more"
-                ));
-                Some((String::new(), batch_status(&status)))
-            } else {
-                match gather(&service, &mut gathering, id, request) {
-                    Ok(None) => None,
-                    Ok(Some(ready)) => {
-                        let (service, answers) = (service.clone(), answers.clone());
-                        let mut shutdown = shutdown.clone();
-                        in_flight.spawn(async move {
-                            let answer = append(&service, ready).await;
-                            deliver(&answers, Ok(answer), &mut shutdown).await;
-                        });
-                        None
+                Taken::Refused(stream, status) => {
+                    let error = pb::batch_append_resp::Result::Error(status);
+                    let refused = Ok(answer(wire_id, &stream, error));
+                    if !deliver(&answers, refused, &mut shutdown).await {
+                        // The client is gone, or stopped reading while the server shuts down.
+                        in_flight.abort_all();
+                        return;
                     }
-                    Err((stream, status, is_final)) => {
-                        gathering.remove(&id);
-                        if !is_final {
-                            failed.insert(id);
-                        }
-                        Some((stream, status))
-                    }
-                }
-            };
-            if let Some((stream, status)) = refusal {
-                let error = pb::batch_append_resp::Result::Error(status);
-                let refused = Ok(answer(wire_id, &stream, error));
-                if !deliver(&answers, refused, &mut shutdown).await {
-                    // The client is gone, or stopped reading while the server shuts down.
-                    in_flight.abort_all();
-                    return;
                 }
             }
         };
@@ -167,6 +140,81 @@ pub(super) fn batch_append(
         }
     });
     Box::pin(ReceiverStream::new(receiver))
+}
+
+/// The correlations of one call that are not answered yet, and the bytes they hold.
+#[derive(Default)]
+struct Correlations {
+    gathering: HashMap<uuid::Uuid, Gathering>,
+    /// Correlations that failed early and whose final chunk has not come yet.
+    failed: HashSet<uuid::Uuid>,
+    /// The bytes of the events in `gathering`.
+    gathered: usize,
+}
+
+/// What a request made of its correlation.
+enum Taken {
+    /// Nothing to do yet, or a chunk of a correlation that already failed.
+    Nothing,
+    /// The final chunk: the append to write.
+    Ready(Gathering),
+    /// The correlation fails: its stream (if known) and the error to answer.
+    Refused(String, rpc::Status),
+}
+
+impl Correlations {
+    /// Takes `request`, a chunk of correlation `id`.
+    fn take(
+        &mut self,
+        service: &KurrentStreamsService,
+        id: uuid::Uuid,
+        request: pb::BatchAppendReq,
+    ) -> Taken {
+        if self.failed.contains(&id) {
+            if request.is_final {
+                self.failed.remove(&id);
+            }
+            return Taken::Nothing;
+        }
+        let before = self.gathering.get(&id).map(|open| open.events.size());
+        if before.is_none() && self.gathering.len() + self.failed.len() >= MAX_GATHERING {
+            // Not remembered as failed, so that refusals cannot grow the call's state: its
+            // later chunks are refused again, or read as first chunks.
+            let status = Status::invalid_argument(format!(
+                "a batch append call may gather at most {MAX_GATHERING} appends at once: send \
+                 the final chunks of those open before starting more"
+            ));
+            return Taken::Refused(String::new(), batch_status(&status));
+        }
+        self.gathered -= before.unwrap_or(0);
+        match gather(service, &mut self.gathering, id, request) {
+            Ok(Some(ready)) => Taken::Ready(ready),
+            Err((stream, status, is_final)) => {
+                self.gathering.remove(&id);
+                if !is_final {
+                    self.failed.insert(id);
+                }
+                Taken::Refused(stream, status)
+            }
+            Ok(None) => {
+                let open = &self.gathering[&id];
+                let (size, budget) = (open.events.size(), open.events.max());
+                if self.gathered + size <= budget {
+                    self.gathered += size;
+                    return Taken::Nothing;
+                }
+                // Over what one append may hold, summed over the open ones.
+                let stream = open.stream.clone();
+                self.gathering.remove(&id);
+                self.failed.insert(id);
+                let status = Status::invalid_argument(format!(
+                    "a batch append call may gather at most {budget} bytes at once over its \
+                     open appends: send their final chunks first"
+                ));
+                Taken::Refused(stream, batch_status(&status))
+            }
+        }
+    }
 }
 
 /// Sends `answer`, waiting for room while the client reads; once the server is shutting

@@ -231,6 +231,16 @@ pub(super) struct ProposedEvents {
 }
 
 impl ProposedEvents {
+    /// The bytes of the events so far, as the size limit counts them.
+    pub(super) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The size limit of one append.
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Decodes one more event and adds it.
     ///
     /// # Errors
