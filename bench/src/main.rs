@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use caskade_server::client::{ClientConfig, ClientTls, Connection};
+use caskade_server::client::{ClientConfig, ClientTls, Connection, Credentials};
 use caskade_server::process::usage_error_line;
 use clap::Parser;
 use tonic::transport::Endpoint;
@@ -82,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = ClientConfig {
         addr: cli.addr,
-        token: cli.token,
+        credentials: cli.token.map(Credentials::Token),
         tls: cli.tls_ca.map(|ca| ClientTls {
             ca,
             domain: cli.tls_domain,
@@ -218,9 +218,14 @@ fn kurrent_peer(config: &ClientConfig) -> anyhow::Result<Peer> {
     Ok(Peer::Kurrent {
         settings: Box::new(settings),
         authentication: config
-            .token
+            .credentials
             .as_ref()
-            .map(|token| kurrentdb::Authentication::bearer(token.clone())),
+            .map(|credentials| match credentials {
+                Credentials::Token(token) => kurrentdb::Authentication::bearer(token.clone()),
+                Credentials::User(user) => {
+                    kurrentdb::Authentication::basic(user.name.clone(), user.password.clone())
+                }
+            }),
     })
 }
 

@@ -1,5 +1,5 @@
-//! Connecting to a Caskade server as the command-line tools do: an address, an optional
-//! bearer token and an optional CA to trust for TLS, then a generated client per service over
+//! Connecting to a Caskade server as the command-line tools do: an address, optional
+//! credentials (the token or a user) and an optional CA to trust for TLS, then a generated client per service over
 //! the one channel. `caskade`'s client commands and the `caskade-bench` load generator use it;
 //! it only connects, and leaves what to send to them.
 
@@ -21,10 +21,34 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ClientConfig {
     /// The server's address, `HOST:PORT`.
     pub addr: String,
-    /// Sent as `authorization: Bearer <token>` on every call, when set.
-    pub token: Option<String>,
+    /// Sent on every call as the `authorization` header, when set.
+    pub credentials: Option<Credentials>,
     /// Connect with TLS (`https`) when set; plain HTTP/2 otherwise.
     pub tls: Option<ClientTls>,
+}
+
+/// What a client sends to be let in.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// The server's token, as `Bearer <token>`.
+    Token(String),
+    /// A configured user, as HTTP Basic credentials.
+    User(crate::User),
+}
+
+impl Credentials {
+    /// The `authorization` header's value.
+    fn header(&self) -> String {
+        use base64::Engine;
+        match self {
+            Credentials::Token(token) => format!("Bearer {token}"),
+            Credentials::User(user) => {
+                let pair = format!("{}:{}", user.name, user.password);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                format!("Basic {encoded}")
+            }
+        }
+    }
 }
 
 /// How a TLS connection verifies the server.
@@ -76,19 +100,20 @@ pub enum ConnectError {
     },
 }
 
-/// Adds `authorization: Bearer <token>` to every request, when there is a token.
+/// Adds the `authorization` header to every request, when there are credentials.
 #[derive(Debug, Clone)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
+pub struct Authorization(Option<MetadataValue<Ascii>>);
 
-impl BearerToken {
-    /// Sends `token` (a whole header value, `Bearer ...`) when set; nothing otherwise.
+impl Authorization {
+    /// Sends `token` (a whole header value: `Bearer ...`, `Basic ...`) when set; nothing
+    /// otherwise.
     #[must_use]
     pub fn new(token: Option<MetadataValue<Ascii>>) -> Self {
-        BearerToken(token)
+        Authorization(token)
     }
 }
 
-impl Interceptor for BearerToken {
+impl Interceptor for Authorization {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
             request
@@ -99,14 +124,15 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// The channel the generated clients of a [`Connection`] take: every call sends the token.
-pub type Authed = InterceptedService<Channel, BearerToken>;
+/// The channel the generated clients of a [`Connection`] take: every call sends the
+/// credentials.
+pub type Authed = InterceptedService<Channel, Authorization>;
 
 /// A connected channel to one server; the clients it hands out share it.
 #[derive(Debug, Clone)]
 pub struct Connection {
     channel: Channel,
-    token: BearerToken,
+    authorization: Authorization,
 }
 
 impl Connection {
@@ -128,9 +154,10 @@ impl Connection {
                 source,
             })?
             .connect_timeout(CONNECT_TIMEOUT);
-        let token = match &config.token {
-            Some(token) => Some(
-                format!("Bearer {token}")
+        let header = match &config.credentials {
+            Some(credentials) => Some(
+                credentials
+                    .header()
                     .parse()
                     .map_err(ConnectError::InvalidToken)?,
             ),
@@ -159,12 +186,12 @@ impl Connection {
             })?;
         Ok(Connection {
             channel,
-            token: BearerToken(token),
+            authorization: Authorization(header),
         })
     }
 
     fn authed(&self) -> Authed {
-        InterceptedService::new(self.channel.clone(), self.token.clone())
+        InterceptedService::new(self.channel.clone(), self.authorization.clone())
     }
 
     /// A `Streams` client that accepts response messages of any size (the server bounds

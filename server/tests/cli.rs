@@ -918,6 +918,22 @@ fn users_from_flags_and_a_file_are_accepted_and_bad_ones_refused_at_once() -> Te
             "{refused}: {error}"
         );
     }
+    // The CLI's own commands send a user's credentials too.
+    assert_eq!(
+        ok(&["put", "--addr", addr, "--login", "reader:s3cret", "k", "v"])?,
+        "OK\n"
+    );
+    let output = caskade()
+        .args(["get", "--addr", addr, "k"])
+        .env("CASKADE_LOGIN", "admin:changeit")
+        .output()?;
+    assert_eq!(output.stdout, b"v\n", "{output:?}");
+    let anonymous = fails(&["get", "--addr", addr, "k"])?;
+    assert!(anonymous.contains("Unauthenticated"), "{anonymous}");
+    let wrong = fails(&["get", "--addr", addr, "--login", "reader:guess", "k"])?;
+    assert!(wrong.contains("Unauthenticated"), "{wrong}");
+    let both = fails(&["get", "--addr", addr, "--login", "a:b", "--token", "t", "k"])?;
+    assert!(both.contains("--token"), "{both}");
     // Credentials without TLS work, with a warning in the log.
     assert!(
         server.log_text().contains("without TLS"),

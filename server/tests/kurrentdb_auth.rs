@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use caskade_proto::v1 as pb;
-use caskade_server::client::BearerToken;
+use caskade_server::client::Authorization;
 use caskade_server::{ServerConfig, TlsFiles, User};
 use common::{TestResult, TestServer, within};
 use kurrent_helpers::{downcast, numbered, read_stream};
@@ -125,7 +125,7 @@ async fn caskade_admin(
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("localhost");
     let channel = common::channel(server.addr(), Some(tls)).await?;
-    let header = BearerToken::new(Some(authorization.parse()?));
+    let header = Authorization::new(Some(authorization.parse()?));
     Ok(pb::admin_client::AdminClient::new(InterceptedService::new(
         channel, header,
     )))

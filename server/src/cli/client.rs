@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use caskade_proto::v1 as pb;
-use caskade_server::client::{ClientConfig, ClientTls, Connection};
+use caskade_server::client::{ClientConfig, ClientTls, Connection, Credentials};
 use clap::{Args, Subcommand};
 
 use crate::cli::output::{ScavengeBar, merged_line, print_line, scavenged_line};
@@ -30,6 +30,16 @@ pub(crate) struct ClientArgs {
     /// The server's token, if it requires one.
     #[arg(long, global = true, env = "CASKADE_TOKEN")]
     token: Option<String>,
+    /// Or log in as one of the server's users (`serve --user`), NAME:PASSWORD, sent as HTTP
+    /// Basic credentials.
+    #[arg(
+        long,
+        global = true,
+        env = "CASKADE_LOGIN",
+        value_name = "NAME:PASSWORD",
+        conflicts_with = "token"
+    )]
+    login: Option<caskade_server::User>,
     /// Connect with TLS, trusting this PEM CA certificate.
     #[arg(long, global = true, env = "CASKADE_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -42,7 +52,11 @@ impl ClientArgs {
     fn config(&self) -> ClientConfig {
         ClientConfig {
             addr: self.addr.clone(),
-            token: self.token.clone(),
+            credentials: match (&self.token, &self.login) {
+                (Some(token), _) => Some(Credentials::Token(token.clone())),
+                (None, Some(login)) => Some(Credentials::User(login.clone())),
+                (None, None) => None,
+            },
             tls: self.tls_ca.clone().map(|ca| ClientTls {
                 ca,
                 domain: self.tls_domain.clone(),

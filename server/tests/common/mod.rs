@@ -26,7 +26,7 @@ use caskade_proto::v1::kv_client::KvClient;
 use caskade_proto::v1::streams_client::StreamsClient;
 use caskade_server::ServerConfig;
 pub(crate) use caskade_server::client::Authed;
-use caskade_server::client::BearerToken;
+use caskade_server::client::Authorization;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -176,7 +176,7 @@ pub(crate) async fn connect(addr: SocketAddr, access: &Access) -> TestResult<Aut
         Some(token) => Some(format!("Bearer {token}").parse()?),
         None => None,
     };
-    Ok(InterceptedService::new(channel, BearerToken::new(token)))
+    Ok(InterceptedService::new(channel, Authorization::new(token)))
 }
 
 /// A connected `Streams` client.
