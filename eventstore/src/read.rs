@@ -328,6 +328,10 @@ impl Walk {
 pub struct StreamEvents {
     engine: Bitcask,
     stream: Arc<str>,
+    /// The head's state when the read started; `None` for a stream never written.
+    state: Option<StreamState>,
+    /// The stream's last version when the read started, if it had had an event.
+    last_version: Option<StreamVersion>,
     visibility: Visibility,
     walk: Walk,
     /// Forwards: just past the last event read, where the next one usually follows.
@@ -335,6 +339,21 @@ pub struct StreamEvents {
 }
 
 impl StreamEvents {
+    /// The stream's state when the read started (live or soft-deleted: a tombstoned stream
+    /// is not read); `None` if it was never written. The events the read returns are the
+    /// ones that state shows.
+    #[must_use]
+    pub fn stream_state(&self) -> Option<StreamState> {
+        self.state
+    }
+
+    /// The version of the stream's last event when the read started, if it had had any
+    /// (soft-deleted ones count).
+    #[must_use]
+    pub fn last_version(&self) -> Option<StreamVersion> {
+        self.last_version
+    }
+
     /// One past the last version of the stream when the read started.
     pub(crate) fn end(&self) -> u64 {
         self.visibility.end
@@ -351,6 +370,7 @@ impl Iterator for StreamEvents {
             visibility,
             walk,
             cursor,
+            ..
         } = self;
         let visibility = *visibility;
         let forwards = walk.direction == Direction::Forwards;
@@ -593,7 +613,9 @@ impl EventStore {
     /// read fails midway, and then ends.
     pub fn read_stream(&self, stream: &str, read: ReadStream) -> Result<StreamEvents> {
         self.validate_stream(stream)?;
-        let head = self.durable_head(stream)?.unwrap_or_else(Head::new);
+        let durable = self.durable_head(stream)?;
+        let state = durable.as_ref().map(|head| head.state);
+        let head = durable.unwrap_or_else(Head::new);
         if head.state == StreamState::Tombstoned {
             return Err(Error::StreamDeleted {
                 stream: stream.to_owned(),
@@ -619,6 +641,8 @@ impl EventStore {
         Ok(StreamEvents {
             engine: self.shared.engine.clone(),
             stream: Arc::from(stream),
+            state,
+            last_version: head.next_version.checked_sub(1).map(StreamVersion),
             visibility,
             walk: Walk {
                 direction: read.direction,

@@ -652,3 +652,30 @@ fn replacing_metadata_checks_the_metadata_version_not_the_stream_version() -> Te
     assert!(matches!(error, Error::StreamDeleted { .. }), "{error:?}");
     Ok(())
 }
+
+#[test]
+fn a_stream_read_says_what_the_head_said_when_it_started() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    let never = store.read_stream("never", ReadStream::forwards())?;
+    assert_eq!((never.stream_state(), never.last_version()), (None, None));
+
+    append_n(&store, "s", 3)?;
+    let one = store.read_stream("s", ReadStream::forwards().max_count(1))?;
+    assert_eq!(
+        (one.stream_state(), one.last_version()),
+        (Some(StreamState::Live), Some(StreamVersion(2))),
+        "the head's last version, not the read's"
+    );
+    let events: Vec<RecordedEvent> = one.collect::<Result<_, _>>()?;
+    assert_eq!(versions(&events), [0]);
+
+    store.delete_stream("s", ExpectedVersion::Exact(StreamVersion(2)))?;
+    let deleted = store.read_stream("s", ReadStream::forwards())?;
+    assert_eq!(
+        (deleted.stream_state(), deleted.last_version()),
+        (Some(StreamState::Deleted), Some(StreamVersion(2)))
+    );
+    assert_eq!(deleted.count(), 0);
+    Ok(())
+}

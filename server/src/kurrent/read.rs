@@ -82,13 +82,15 @@ pub(super) async fn read(
             positions,
         } => {
             let events = blocking(move || {
-                let info = store.stream_info(&stream).map_err(failed)?;
-                let last = match info {
-                    Some(info) if info.state != StreamState::Deleted => info.last_version,
-                    _ => return Ok(Err(stream)),
-                };
+                // One head read decides both what is sent and whether the stream is found.
                 let events = store.read_stream(&stream, read).map_err(failed)?;
-                Ok(Ok((events, last)))
+                Ok(match events.stream_state() {
+                    Some(StreamState::Live) => {
+                        let last = events.last_version();
+                        Ok((events, last))
+                    }
+                    _ => Err(stream),
+                })
             })
             .await?;
             match events {
