@@ -127,7 +127,8 @@ impl CredentialCheck {
     /// A check for `token` and `users`; with neither, every call passes.
     ///
     /// # Errors
-    /// [`CredentialError::Duplicate`] if a name is given twice.
+    /// [`CredentialError::EmptyToken`] for an empty token, [`CredentialError::Duplicate`] if
+    /// a name is given twice.
     pub(crate) fn new(token: Option<&str>, users: &[User]) -> Result<Self, CredentialError> {
         if token == Some("") {
             return Err(CredentialError::EmptyToken);
