@@ -131,16 +131,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.events,
             )
             .await?;
-            let label = if peer.is_some() { suite::CASKADE } else { "" };
-            println!(
-                "{label:<width$}{}",
-                figures.line(),
-                width = if peer.is_some() {
-                    suite::LABEL_WIDTH
-                } else {
-                    0
-                }
-            );
+            let label = suite::caskade_label(peer.is_some());
+            println!("{label}{}", figures.line());
         }
     }
     Ok(())

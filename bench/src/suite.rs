@@ -35,10 +35,19 @@ pub(crate) const ALL_PARTS: [Part; 7] = [
 ];
 
 /// Our server's name in the figures' lines.
-pub(crate) const CASKADE: &str = "Caskade";
+const CASKADE: &str = "Caskade";
 
 /// The width of the names in front of the figures' lines.
-pub(crate) const LABEL_WIDTH: usize = 16;
+const LABEL_WIDTH: usize = 16;
+
+/// What goes in front of Caskade's figures: its name when they are compared with a peer's.
+pub(crate) fn caskade_label(compared: bool) -> String {
+    if compared {
+        format!("{CASKADE:<LABEL_WIDTH$}")
+    } else {
+        String::new()
+    }
+}
 
 /// One workload of the suite.
 #[derive(Debug, Clone, Copy)]
@@ -125,11 +134,7 @@ pub(crate) async fn run_suite(
     }
     let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
     for workload in workloads {
-        let label = if peer.is_some() {
-            format!("{CASKADE:<LABEL_WIDTH$}")
-        } else {
-            String::new()
-        };
+        let label = caskade_label(peer.is_some());
         for figures in workload.run(&ours, &run, events).await? {
             println!("{label}{}", figures.line());
             our_figures.push(figures);
