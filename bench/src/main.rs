@@ -198,10 +198,27 @@ impl Peer {
     }
 }
 
+/// `value` percent-encoded for a connection string's query (the client decodes it), so that a
+/// path with `&`, `#`, `%`, `+` or spaces stays one value.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// The KurrentDB API of the server `config` names, as KurrentDB's client reaches it.
 fn kurrent_peer(config: &ClientConfig) -> anyhow::Result<Peer> {
     let tls = match &config.tls {
-        Some(tls) => format!("tls=true&tlsCAFile={}", tls.ca.display()),
+        Some(tls) => format!(
+            "tls=true&tlsCAFile={}",
+            query_value(&tls.ca.display().to_string())
+        ),
         None => "tls=false".to_owned(),
     };
     let settings: kurrentdb::ClientSettings = format!("kurrentdb://{}?{tls}", config.addr)
@@ -234,4 +251,28 @@ fn main() -> ExitCode {
         }
     };
     caskade_server::process::run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_keep_paths_whole() {
+        assert_eq!(query_value("/etc/caskade/ca.pem"), "/etc/caskade/ca.pem");
+        assert_eq!(
+            query_value("/tmp/a b&c#d%e+f"),
+            "/tmp/a%20b%26c%23d%25e%2Bf"
+        );
+        let settings: kurrentdb::ClientSettings = format!(
+            "kurrentdb://127.0.0.1:1?tls=true&tlsCAFile={}",
+            query_value("/tmp/a b&c")
+        )
+        .parse()
+        .expect("a connection string");
+        assert_eq!(
+            settings.tls_ca_file().map(String::as_str),
+            Some("/tmp/a b&c")
+        );
+    }
 }
