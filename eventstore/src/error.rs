@@ -137,6 +137,42 @@ pub enum Error {
         reason: String,
     },
 
+    /// A persistent subscription group that exists already.
+    #[error("the group {group:?} on {target} exists already")]
+    GroupExists {
+        /// The group's stream, or `$all`.
+        target: String,
+        /// The group's name.
+        group: String,
+    },
+
+    /// A persistent subscription group that does not exist.
+    #[error("there is no group {group:?} on {target}")]
+    GroupNotFound {
+        /// The group's stream, or `$all`.
+        target: String,
+        /// The group's name.
+        group: String,
+    },
+
+    /// A group name that cannot be one.
+    #[error("invalid group name {name:?}: {reason}")]
+    InvalidGroupName {
+        /// The name (its first 100 characters).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A group's settings that cannot apply.
+    #[error("invalid group settings: {setting} {reason}")]
+    InvalidGroupSettings {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// Custom stream metadata bigger than [`Options::max_event_size`](crate::Options).
     #[error("the stream's custom metadata is {size} bytes, over the maximum of {max} bytes")]
     MetadataTooLarge {

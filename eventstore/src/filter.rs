@@ -107,6 +107,34 @@ impl EventFilter {
         Ok(self)
     }
 
+    /// The filter as stored: its prefixes and its patterns' sources.
+    pub(crate) fn to_stored(&self) -> StoredFilter {
+        let source = |regex: &Option<Arc<Regex>>| regex.as_ref().map(|r| r.as_str().to_owned());
+        StoredFilter {
+            stream_prefixes: self.stream.prefixes.clone(),
+            stream_regex: source(&self.stream.regex),
+            event_type_prefixes: self.event_type.prefixes.clone(),
+            event_type_regex: source(&self.event_type.regex),
+        }
+    }
+
+    /// The filter `stored` describes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFilter`] if a stored pattern no longer compiles.
+    pub(crate) fn from_stored(stored: StoredFilter) -> Result<Self> {
+        let mut filter = EventFilter::all()
+            .stream_prefixes(stored.stream_prefixes)
+            .event_type_prefixes(stored.event_type_prefixes);
+        if let Some(pattern) = &stored.stream_regex {
+            filter = filter.stream_regex(pattern)?;
+        }
+        if let Some(pattern) = &stored.event_type_regex {
+            filter = filter.event_type_regex(pattern)?;
+        }
+        Ok(filter)
+    }
+
     pub(crate) fn matches_stream(&self, stream: &str) -> bool {
         self.stream.matches(stream)
     }
@@ -116,9 +144,52 @@ impl EventFilter {
     }
 }
 
+/// An [`EventFilter`] as the store keeps it (in a persistent subscription group's
+/// definition): the prefixes, and each regular expression's source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stream_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    event_type_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_type_regex: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_filter_reads_back_as_the_same_filter() {
+        let filter = EventFilter::all()
+            .stream_prefixes(["orders-", "invoices-"])
+            .event_type_regex("^(?!\\$)")
+            .expect("compiles");
+        let stored = filter.to_stored();
+        let json = serde_json::to_string(&stored).expect("serializes");
+        let back: StoredFilter = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, stored);
+        let again = EventFilter::from_stored(back).expect("compiles again");
+        for (stream, event_type) in [
+            ("orders-1", "Placed"),
+            ("orders-1", "$metadata"),
+            ("carts-1", "Placed"),
+        ] {
+            assert_eq!(
+                again.matches_stream(stream) && again.matches_type(event_type),
+                filter.matches_stream(stream) && filter.matches_type(event_type),
+                "{stream} {event_type}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&EventFilter::all().to_stored()).expect("serializes"),
+            "{}",
+            "an empty filter stores nothing"
+        );
+    }
 
     #[test]
     fn the_default_matches_everything() {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{ContentType, Position, StreamVersion};
+use crate::groups::GroupTarget;
 use crate::metadata::{StreamMetadata, StreamState};
 
 /// First byte of an event key: `e`, stream length (u16 BE), stream, version (u64 BE).
@@ -17,6 +18,35 @@ pub(crate) const HEAD_PREFIX: u8 = b'h';
 pub(crate) const ALL_PREFIX: u8 = b'p';
 /// First byte of a key of the raw key-value space: `k`, the caller's key.
 pub(crate) const KV_PREFIX: u8 = b'k';
+/// First byte of a persistent subscription group's key: `g`, the target (`s`, stream length
+/// (u16 BE), stream; or `a` for `$all`), the group's name.
+pub(crate) const GROUP_PREFIX: u8 = b'g';
+/// The target byte of a group on a stream.
+const GROUP_ON_STREAM: u8 = b's';
+/// The target byte of a group on `$all`.
+const GROUP_ON_ALL: u8 = b'a';
+
+/// The start of the keys of every group on `target`.
+pub(crate) fn group_key_prefix(target: &GroupTarget) -> Vec<u8> {
+    let mut key = vec![GROUP_PREFIX];
+    match target {
+        GroupTarget::Stream(stream) => {
+            key.push(GROUP_ON_STREAM);
+            let len = u16::try_from(stream.len()).expect("stream names are validated to fit a u16");
+            key.extend_from_slice(&len.to_be_bytes());
+            key.extend_from_slice(stream.as_bytes());
+        }
+        GroupTarget::All => key.push(GROUP_ON_ALL),
+    }
+    key
+}
+
+/// The key of the group `name` on `target`.
+pub(crate) fn group_key(target: &GroupTarget, name: &str) -> Vec<u8> {
+    let mut key = group_key_prefix(target);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
 
 const EVENT_FORMAT: u8 = 1;
 /// Heads are written in format 2; format 1 (without the metadata's version) is still read.

@@ -5,8 +5,9 @@
 //! is one atomic engine batch. Appends check an [`ExpectedVersion`]; reads go forwards or
 //! backwards, lazily; subscriptions catch up from disk and then go live with no gap and no
 //! duplicate. Streams can be soft-deleted, tombstoned, and given retention rules, whose dead
-//! events [`EventStore::scavenge`] reclaims. The key layout is specified in
-//! `eventstore/FORMAT.md`.
+//! events [`EventStore::scavenge`] reclaims. Persistent subscription groups are defined
+//! durably ([`EventStore::create_group`]); handing their events to competing consumers is
+//! not built yet. The key layout is specified in `eventstore/FORMAT.md`.
 //!
 //! This crate knows nothing about the network: `caskade-server` exposes it over gRPC.
 //!
@@ -35,6 +36,7 @@ mod error;
 mod event;
 mod filter;
 mod format;
+mod groups;
 mod in_flight;
 mod kv;
 mod metadata;
@@ -49,6 +51,7 @@ pub use caskade_engine::{BackupReport, FileStats, MergeProgress, MergeReport, St
 pub use error::{CurrentVersion, Error, Result};
 pub use event::{ContentType, EventData, Position, RecordedEvent, StreamVersion};
 pub use filter::EventFilter;
+pub use groups::{ConsumerStrategy, GroupDefinition, GroupSettings, GroupStart, GroupTarget};
 pub use kv::KeyValue;
 pub use metadata::{MetadataRevision, StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;

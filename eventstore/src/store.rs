@@ -177,6 +177,8 @@ pub(crate) struct Shared {
     sequencer: Mutex<Sequencer>,
     /// Every position below this value is durable and readable.
     pub(crate) committed: watch::Sender<u64>,
+    /// Held while a persistent subscription group is created, updated or deleted.
+    pub(crate) groups: Mutex<()>,
 }
 
 struct Sequencer {
@@ -258,6 +260,7 @@ impl EventStore {
                     in_flight: InFlightAppends::default(),
                 }),
                 committed,
+                groups: Mutex::new(()),
             }),
         })
     }

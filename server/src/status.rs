@@ -3,10 +3,10 @@
 //! | error | status |
 //! |---|---|
 //! | wrong expected version | `FAILED_PRECONDITION`, naming the expected and actual versions |
-//! | tombstoned stream | `NOT_FOUND` |
-//! | invalid input (names, types, JSON, filters, metadata, empty keys, bad ids) | `INVALID_ARGUMENT` |
+//! | tombstoned stream, missing persistent subscription group | `NOT_FOUND` |
+//! | invalid input (names, types, JSON, filters, metadata, group names and settings, empty keys, bad ids) | `INVALID_ARGUMENT` |
 //! | over a size limit (stream name, event type, event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |
-//! | backup destination not empty | `ALREADY_EXISTS` |
+//! | backup destination not empty, group that exists | `ALREADY_EXISTS` |
 //! | corrupt data | `DATA_LOSS` |
 //! | store closed, poisoned or locked | `UNAVAILABLE` |
 //! | I/O and anything else | `INTERNAL` |
@@ -21,7 +21,9 @@ pub fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
         StoreError::WrongExpectedVersion { .. } => Status::failed_precondition(message),
-        StoreError::StreamDeleted { .. } => Status::not_found(message),
+        StoreError::StreamDeleted { .. } | StoreError::GroupNotFound { .. } => {
+            Status::not_found(message)
+        }
         StoreError::InvalidStreamName { .. }
         | StoreError::ReservedStreamName { .. }
         | StoreError::InvalidEventType { .. }
@@ -31,6 +33,8 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::NilEventId { .. }
         | StoreError::InvalidFilter { .. }
         | StoreError::InvalidMetadata { .. }
+        | StoreError::InvalidGroupName { .. }
+        | StoreError::InvalidGroupSettings { .. }
         | StoreError::EmptyKey
         | StoreError::InvalidOptions { .. } => Status::invalid_argument(message),
         StoreError::EventTooLarge { .. }
@@ -40,7 +44,9 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::MetadataTooLarge { .. }
         | StoreError::KeyTooLarge { .. }
         | StoreError::ValueTooLarge { .. } => Status::resource_exhausted(message),
-        StoreError::BackupDestinationNotEmpty { .. } => Status::already_exists(message),
+        StoreError::BackupDestinationNotEmpty { .. } | StoreError::GroupExists { .. } => {
+            Status::already_exists(message)
+        }
         StoreError::Corrupt { .. } => Status::data_loss(message),
         StoreError::Engine(engine) => engine_status(&engine),
         _ => Status::internal(message),
