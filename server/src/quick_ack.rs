@@ -4,9 +4,8 @@
 //! A gRPC client writes a call in several small pieces (the headers, then each message, then
 //! the end of the stream). With Nagle's algorithm on, the client's TCP stack holds each piece
 //! back until the previous one is acknowledged; the server has nothing to send until the
-//! request is complete, so its kernel acknowledges only when the delayed-ACK timer fires
-//! (40 ms on Linux), and every such call costs that long. KurrentDB's Rust client is one such
-//! client. [`QuickAck`] wraps each accepted connection and, after every read that returned
+//! request is complete, so its kernel acknowledges only when the delayed-ACK timer fires,
+//! and every such call waits for that timer. KurrentDB's Rust client is one such client. [`QuickAck`] wraps each accepted connection and, after every read that returned
 //! data, asks the kernel to send the pending acknowledgement now (`TCP_QUICKACK`, which the
 //! kernel forgets again, hence after every read). Clients that set `TCP_NODELAY`, as most
 //! gRPC libraries do, are unaffected but for the extra acknowledgements.

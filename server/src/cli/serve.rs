@@ -80,7 +80,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CASKADE_USERS_FILE")]
     users_file: Option<PathBuf>,
     /// Acknowledge received data at once (Linux's `TCP_QUICKACK`), so that clients that leave
-    /// Nagle's algorithm on (KurrentDB's Rust client) do not wait 40 ms on every call.
+    /// Nagle's algorithm on (KurrentDB's Rust client) do not wait for the kernel's delayed
+    /// acknowledgement on every call.
     #[arg(long, env = "CASKADE_TCP_QUICKACK", default_value_t = true, action = clap::ArgAction::Set)]
     tcp_quickack: bool,
     /// Log filter (overridden by `RUST_LOG`), e.g. `info` or `caskade_server=debug`.
