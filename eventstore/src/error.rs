@@ -155,6 +155,29 @@ pub enum Error {
         group: String,
     },
 
+    /// A persistent subscription group that has as many consumers as it allows.
+    #[error("the group {group:?} on {target} has its maximum of {max} consumers")]
+    GroupFull {
+        /// The group's stream, or `$all`.
+        target: String,
+        /// The group's name.
+        group: String,
+        /// Its `max_subscriber_count`.
+        max: u32,
+    },
+
+    /// A persistent subscription group that stopped serving its consumers: they may connect
+    /// again (to the group as it is now, if it still exists).
+    #[error("the group {group:?} on {target} dropped its consumers: {reason}")]
+    GroupDropped {
+        /// The group's stream, or `$all`.
+        target: String,
+        /// The group's name.
+        group: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A group name that cannot be one.
     #[error("invalid group name {name:?}: {reason}")]
     InvalidGroupName {

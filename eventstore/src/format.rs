@@ -26,18 +26,35 @@ const GROUP_ON_STREAM: u8 = b's';
 /// The target byte of a group on `$all`.
 const GROUP_ON_ALL: u8 = b'a';
 
-/// The start of the keys of every group on `target`.
-pub(crate) fn group_key_prefix(target: &GroupTarget) -> Vec<u8> {
-    let mut key = vec![GROUP_PREFIX];
+/// First byte of a group's checkpoint key: `c`, then the target and name as in its `g` key.
+pub(crate) const CHECKPOINT_PREFIX: u8 = b'c';
+/// First byte of a group's parked message key: `q`, the target as in its `g` key, the group
+/// name's length (u16 BE), the name, the record's number (u64 BE).
+pub(crate) const PARKED_PREFIX: u8 = b'q';
+/// The checkpoint value's format byte.
+const CHECKPOINT_FORMAT: u8 = 1;
+/// A checkpoint value: the format byte, then the next key (u64 LE).
+const CHECKPOINT_LEN: usize = size_of::<u8>() + size_of::<u64>();
+
+fn push_target(key: &mut Vec<u8>, target: &GroupTarget) {
     match target {
         GroupTarget::Stream(stream) => {
             key.push(GROUP_ON_STREAM);
-            let len = u16::try_from(stream.len()).expect("stream names are validated to fit a u16");
-            key.extend_from_slice(&len.to_be_bytes());
+            key.extend_from_slice(&name_len(stream).to_be_bytes());
             key.extend_from_slice(stream.as_bytes());
         }
         GroupTarget::All => key.push(GROUP_ON_ALL),
     }
+}
+
+fn name_len(name: &str) -> u16 {
+    u16::try_from(name.len()).expect("stream and group names are validated to fit a u16")
+}
+
+/// The start of the keys of every group on `target`.
+pub(crate) fn group_key_prefix(target: &GroupTarget) -> Vec<u8> {
+    let mut key = vec![GROUP_PREFIX];
+    push_target(&mut key, target);
     key
 }
 
@@ -46,6 +63,59 @@ pub(crate) fn group_key(target: &GroupTarget, name: &str) -> Vec<u8> {
     let mut key = group_key_prefix(target);
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The key of the checkpoint of the group `name` on `target`.
+pub(crate) fn checkpoint_key(target: &GroupTarget, name: &str) -> Vec<u8> {
+    let mut key = vec![CHECKPOINT_PREFIX];
+    push_target(&mut key, target);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// A checkpoint: every key (version or position) below `next` is finished.
+pub(crate) fn encode_checkpoint(next: u64) -> [u8; CHECKPOINT_LEN] {
+    let mut value = [0; CHECKPOINT_LEN];
+    value[0] = CHECKPOINT_FORMAT;
+    value[size_of::<u8>()..].copy_from_slice(&next.to_le_bytes());
+    value
+}
+
+/// Decodes a checkpoint value; the error says what is wrong.
+pub(crate) fn decode_checkpoint(value: &[u8]) -> Result<u64, &'static str> {
+    let value: [u8; CHECKPOINT_LEN] = value
+        .try_into()
+        .map_err(|_| "a checkpoint of the wrong length")?;
+    if value[0] != CHECKPOINT_FORMAT {
+        return Err("a checkpoint in an unknown format");
+    }
+    let next: [u8; size_of::<u64>()] = value[size_of::<u8>()..]
+        .try_into()
+        .expect("the checkpoint's length was checked");
+    Ok(u64::from_le_bytes(next))
+}
+
+/// The start of the parked message keys of the group `name` on `target`.
+pub(crate) fn parked_key_prefix(target: &GroupTarget, name: &str) -> Vec<u8> {
+    let mut key = vec![PARKED_PREFIX];
+    push_target(&mut key, target);
+    key.extend_from_slice(&name_len(name).to_be_bytes());
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// The key of parked message `record` of the group whose parked keys start with `prefix`.
+pub(crate) fn parked_key(prefix: &[u8], record: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + size_of::<u64>());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&record.to_be_bytes());
+    key
+}
+
+/// The record number at the end of a parked message key.
+pub(crate) fn parked_record(key: &[u8]) -> Option<u64> {
+    let number = key.get(key.len().checked_sub(size_of::<u64>())?..)?;
+    Some(u64::from_be_bytes(number.try_into().ok()?))
 }
 
 const EVENT_FORMAT: u8 = 1;

@@ -5,9 +5,10 @@
 //! is one atomic engine batch. Appends check an [`ExpectedVersion`]; reads go forwards or
 //! backwards, lazily; subscriptions catch up from disk and then go live with no gap and no
 //! duplicate. Streams can be soft-deleted, tombstoned, and given retention rules, whose dead
-//! events [`EventStore::scavenge`] reclaims. Persistent subscription groups are defined
-//! durably ([`EventStore::create_group`]); handing their events to competing consumers is
-//! not built yet. The key layout is specified in `eventstore/FORMAT.md`.
+//! events [`EventStore::scavenge`] reclaims. Persistent subscription groups
+//! ([`EventStore::create_group`], [`EventStore::connect_group`]) share a stream's events
+//! among competing consumers, with acks, retries, parking and durable checkpoints. The key
+//! layout is specified in `eventstore/FORMAT.md`.
 //!
 //! This crate knows nothing about the network: `caskade-server` exposes it over gRPC.
 //!
@@ -51,7 +52,10 @@ pub use caskade_engine::{BackupReport, FileStats, MergeProgress, MergeReport, St
 pub use error::{CurrentVersion, Error, Result};
 pub use event::{ContentType, EventData, Position, RecordedEvent, StreamVersion};
 pub use filter::EventFilter;
-pub use groups::{ConsumerStrategy, GroupDefinition, GroupSettings, GroupStart, GroupTarget};
+pub use groups::{
+    ConsumerInfo, ConsumerStrategy, GroupAcks, GroupConsumer, GroupDefinition, GroupEvent,
+    GroupInfo, GroupSettings, GroupStart, GroupStatus, GroupTarget, NackAction,
+};
 pub use kv::KeyValue;
 pub use metadata::{MetadataRevision, StreamInfo, StreamMetadata, StreamState};
 pub use options::Options;

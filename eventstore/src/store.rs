@@ -29,6 +29,7 @@ use crate::format::{
     decode_event, encoded_event_len, event_key, event_key_len, has_all_entry, head_key,
     head_key_name, micros_to_time, write_event_key,
 };
+use crate::groups::Runtimes;
 use crate::in_flight::InFlightAppends;
 use crate::metadata::{MetadataRevision, StreamInfo, StreamMetadata, StreamState};
 use crate::options::Options;
@@ -177,8 +178,10 @@ pub(crate) struct Shared {
     sequencer: Mutex<Sequencer>,
     /// Every position below this value is durable and readable.
     pub(crate) committed: watch::Sender<u64>,
-    /// Held while a persistent subscription group is created, updated or deleted.
+    /// Held while a persistent subscription group is created, updated, deleted or started.
     pub(crate) groups: Mutex<()>,
+    /// The persistent subscription groups running.
+    pub(crate) runtimes: Runtimes,
 }
 
 struct Sequencer {
@@ -261,6 +264,7 @@ impl EventStore {
                 }),
                 committed,
                 groups: Mutex::new(()),
+                runtimes: Runtimes::default(),
             }),
         })
     }

@@ -75,6 +75,15 @@ pub struct Subscription {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What [`Subscription::try_next`] found.
+pub(crate) enum Ready {
+    Message(Result<SubscriptionMessage>),
+    /// The subscription has ended.
+    Ended,
+    /// Nothing yet.
+    Nothing,
+}
+
 impl futures_core::Stream for Subscription {
     type Item = Result<SubscriptionMessage>;
 
@@ -88,6 +97,15 @@ impl Subscription {
     /// error was delivered).
     pub async fn next(&mut self) -> Option<Result<SubscriptionMessage>> {
         self.receiver.recv().await
+    }
+
+    /// The next message if one is ready, without waiting.
+    pub(crate) fn try_next(&mut self) -> Ready {
+        match self.receiver.try_recv() {
+            Ok(message) => Ready::Message(message),
+            Err(mpsc::error::TryRecvError::Empty) => Ready::Nothing,
+            Err(mpsc::error::TryRecvError::Disconnected) => Ready::Ended,
+        }
     }
 }
 

@@ -20,7 +20,10 @@ use tonic::Status;
 pub fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
-        StoreError::WrongExpectedVersion { .. } => Status::failed_precondition(message),
+        StoreError::WrongExpectedVersion { .. } | StoreError::GroupFull { .. } => {
+            Status::failed_precondition(message)
+        }
+        StoreError::GroupDropped { .. } => Status::aborted(message),
         StoreError::StreamDeleted { .. } | StoreError::GroupNotFound { .. } => {
             Status::not_found(message)
         }

@@ -13,12 +13,15 @@
 
 use std::time::Duration;
 
+use caskade_engine::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Position, StreamVersion};
 use crate::filter::{EventFilter, StoredFilter};
-use crate::format::{GROUP_PREFIX, group_key, group_key_prefix};
+use crate::format::{
+    GROUP_PREFIX, checkpoint_key, encode_checkpoint, group_key, group_key_prefix, parked_key_prefix,
+};
 use crate::store::EventStore;
 
 /// What a group reads.
@@ -183,6 +186,9 @@ impl EventStore {
     }
 
     /// Replaces the settings (and, for `$all`, the filter) of the group `name` on `target`.
+    /// Its consumers are disconnected (with [`Error::GroupDropped`]) and reconnect to the
+    /// group as updated, which resumes from its checkpoint: the new `start` applies only to
+    /// a group that has none.
     ///
     /// # Errors
     /// [`Error::GroupNotFound`]; otherwise as [`EventStore::create_group`].
@@ -197,20 +203,29 @@ impl EventStore {
         self.store_group(definition, true)
     }
 
-    /// Deletes the group `name` on `target`.
+    /// Deletes the group `name` on `target`, with its checkpoint and parked messages. Its
+    /// consumers are disconnected (with [`Error::GroupDropped`]).
     ///
     /// # Errors
     /// [`Error::GroupNotFound`], the stream-name errors, [`Error::Engine`].
     pub fn delete_group(&self, target: &GroupTarget, name: &str) -> Result<()> {
         self.validate_target(target)?;
         let _ordered = self.shared.groups.lock();
-        if self.group(target, name)?.is_none() {
-            return Err(Error::GroupNotFound {
-                target: target_name(target),
-                group: name.to_owned(),
-            });
+        self.existing_group(target, name)?;
+        self.shared
+            .runtimes
+            .stop(target, name, "the group was deleted");
+        let mut batch = WriteBatch::new();
+        batch.delete(group_key(target, name));
+        batch.delete(checkpoint_key(target, name));
+        for key in self
+            .shared
+            .engine
+            .keys_with_prefix(&parked_key_prefix(target, name))
+        {
+            batch.delete(key);
         }
-        Ok(self.shared.engine.delete(&group_key(target, name))?)
+        Ok(self.shared.engine.write(batch)?)
     }
 
     /// The group `name` on `target`, if it exists.
@@ -225,6 +240,22 @@ impl EventStore {
             .get(&key)?
             .map(|value| decode_group(&key, &value))
             .transpose()
+    }
+
+    /// The group `name` on `target`.
+    ///
+    /// # Errors
+    /// [`Error::GroupNotFound`]; otherwise as [`EventStore::group`].
+    pub(crate) fn existing_group(
+        &self,
+        target: &GroupTarget,
+        name: &str,
+    ) -> Result<GroupDefinition> {
+        self.group(target, name)?
+            .ok_or_else(|| Error::GroupNotFound {
+                target: target_name(target),
+                group: name.to_owned(),
+            })
     }
 
     /// Every group, or only those on `target`: those on `$all` first, then by stream name,
@@ -324,7 +355,18 @@ impl EventStore {
         }
         let value = serde_json::to_vec(&StoredGroup::from(&definition))
             .expect("a group definition serializes");
-        self.shared.engine.put(&group_key(target, group), &value)?;
+        let mut batch = WriteBatch::new();
+        batch.put(group_key(target, group), value);
+        if replacing {
+            self.shared
+                .runtimes
+                .stop(target, group, "the group was updated");
+        } else {
+            // Where it starts is fixed now: `End` is the end as of its creation.
+            let start = self.start_key(&definition)?;
+            batch.put(checkpoint_key(target, group), encode_checkpoint(start));
+        }
+        self.shared.engine.write(batch)?;
         Ok(definition)
     }
 }
@@ -338,7 +380,7 @@ fn order(group: &GroupDefinition) -> (u8, &str) {
 }
 
 /// How a group's target is named in errors: the stream, or `$all`.
-fn target_name(target: &GroupTarget) -> String {
+pub(crate) fn target_name(target: &GroupTarget) -> String {
     match target {
         GroupTarget::Stream(stream) => stream.clone(),
         GroupTarget::All => "$all".to_owned(),
