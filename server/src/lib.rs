@@ -41,7 +41,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use auth::{CredentialError, User, check_users, parse_users_file};
-use kurrent::{GossipService, KurrentStreamsService, ServerFeaturesService};
+use caskade_proto::kurrentdb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer as KurrentPersistentServer;
+use kurrent::{
+    GossipService, KurrentPersistentService, KurrentStreamsService, ServerFeaturesService,
+};
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
 
@@ -261,7 +264,11 @@ pub async fn run(
         .max_encoding_message_size(size);
     let admin = AdminServer::new(AdminService::new(store.clone()));
     let kurrent_streams =
-        KurrentStreamsServer::new(KurrentStreamsService::new(store.clone(), stopped))
+        KurrentStreamsServer::new(KurrentStreamsService::new(store.clone(), stopped.clone()))
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size);
+    let kurrent_persistent =
+        KurrentPersistentServer::new(KurrentPersistentService::new(store.clone(), stopped))
             .max_decoding_message_size(size)
             .max_encoding_message_size(size);
     let advertised = match config.advertise_addr {
@@ -304,7 +311,8 @@ pub async fn run(
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(admin, check.clone()))
-        .add_service(InterceptedService::new(kurrent_streams, check))
+        .add_service(InterceptedService::new(kurrent_streams, check.clone()))
+        .add_service(InterceptedService::new(kurrent_persistent, check))
         .add_service(gossip)
         .add_service(features)
         .serve_with_incoming_shutdown(incoming, signal);

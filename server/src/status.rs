@@ -13,20 +13,26 @@
 
 use caskade_engine::Error as EngineError;
 use caskade_eventstore::Error as StoreError;
-use tonic::Status;
+use tonic::{Code, Status};
 
 /// Maps an event-store error to the status a client sees.
 #[must_use]
 pub fn store_status(error: StoreError) -> Status {
-    let message = error.to_string();
+    match error {
+        StoreError::Engine(engine) => engine_status(&engine),
+        other => Status::new(store_status_code(&other), other.to_string()),
+    }
+}
+
+/// The code of [`store_status`].
+#[must_use]
+pub fn store_status_code(error: &StoreError) -> Code {
     match error {
         StoreError::WrongExpectedVersion { .. } | StoreError::GroupFull { .. } => {
-            Status::failed_precondition(message)
+            Code::FailedPrecondition
         }
-        StoreError::GroupDropped { .. } => Status::aborted(message),
-        StoreError::StreamDeleted { .. } | StoreError::GroupNotFound { .. } => {
-            Status::not_found(message)
-        }
+        StoreError::GroupDropped { .. } => Code::Aborted,
+        StoreError::StreamDeleted { .. } | StoreError::GroupNotFound { .. } => Code::NotFound,
         StoreError::InvalidStreamName { .. }
         | StoreError::ReservedStreamName { .. }
         | StoreError::InvalidEventType { .. }
@@ -39,20 +45,20 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::InvalidGroupName { .. }
         | StoreError::InvalidGroupSettings { .. }
         | StoreError::EmptyKey
-        | StoreError::InvalidOptions { .. } => Status::invalid_argument(message),
+        | StoreError::InvalidOptions { .. } => Code::InvalidArgument,
         StoreError::EventTooLarge { .. }
         | StoreError::AppendTooLarge { .. }
         | StoreError::StreamNameTooLong { .. }
         | StoreError::EventTypeTooLong { .. }
         | StoreError::MetadataTooLarge { .. }
         | StoreError::KeyTooLarge { .. }
-        | StoreError::ValueTooLarge { .. } => Status::resource_exhausted(message),
+        | StoreError::ValueTooLarge { .. } => Code::ResourceExhausted,
         StoreError::BackupDestinationNotEmpty { .. } | StoreError::GroupExists { .. } => {
-            Status::already_exists(message)
+            Code::AlreadyExists
         }
-        StoreError::Corrupt { .. } => Status::data_loss(message),
-        StoreError::Engine(engine) => engine_status(&engine),
-        _ => Status::internal(message),
+        StoreError::Corrupt { .. } => Code::DataLoss,
+        StoreError::Engine(engine) => engine_status(engine).code(),
+        _ => Code::Internal,
     }
 }
 

@@ -1315,12 +1315,21 @@ async fn server_features_list_exactly_the_methods_served_with_their_features() -
         })
         .collect();
     let streams = "event_store.client.streams.streams";
+    let persistent = "event_store.client.persistent_subscriptions.persistentsubscriptions";
     let expected: Vec<(&str, &str, Vec<&str>)> = vec![
         (streams, "read", vec!["position", "events"]),
         (streams, "append", vec![]),
         (streams, "batchappend", vec!["deadline_duration"]),
         (streams, "delete", vec![]),
         (streams, "tombstone", vec![]),
+        (persistent, "create", vec!["stream", "all"]),
+        (persistent, "update", vec!["stream", "all"]),
+        (persistent, "delete", vec!["stream", "all"]),
+        (persistent, "read", vec!["stream", "all"]),
+        (persistent, "getinfo", vec!["stream", "all"]),
+        (persistent, "replayparked", vec!["stream", "all"]),
+        (persistent, "list", vec!["stream", "all"]),
+        (persistent, "restartsubsystem", vec![]),
         (
             "event_store.client.server_features.serverfeatures",
             "getsupportedmethods",

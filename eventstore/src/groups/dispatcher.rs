@@ -204,10 +204,15 @@ impl Dispatcher {
                 returned.push(entry);
             }
         }
-        // Back in the order they were delivered.
+        // Back in the order they were delivered, ahead of other retries; those out of
+        // retries parked in that order too.
         returned.sort_unstable_by_key(|entry| entry.delivery);
-        for entry in returned.into_iter().rev() {
-            self.retry_or_park(entry.message, true);
+        let again: Vec<Message> = returned
+            .into_iter()
+            .filter_map(|entry| self.retried(entry.message))
+            .collect();
+        for message in again.into_iter().rev() {
+            self.retries.push_front(message);
         }
     }
 
@@ -409,7 +414,7 @@ impl Dispatcher {
         event_id: Uuid,
         any: bool,
     ) -> Option<InFlight> {
-        let entries = self.in_flight.get_mut(&event_id)?;
+        let entries = self.in_flight.get(&event_id)?;
         let index = entries
             .iter()
             .position(|entry| entry.consumer == consumer)
@@ -418,6 +423,24 @@ impl Dispatcher {
             } else {
                 None
             })?;
+        Some(self.take_entry(event_id, index))
+    }
+
+    /// Takes the in-flight entry of `event_id` made by delivery number `delivery`.
+    fn take_delivery(&mut self, event_id: Uuid, delivery: u64) -> Option<InFlight> {
+        let index = self
+            .in_flight
+            .get(&event_id)?
+            .iter()
+            .position(|entry| entry.delivery == delivery)?;
+        Some(self.take_entry(event_id, index))
+    }
+
+    fn take_entry(&mut self, event_id: Uuid, index: usize) -> InFlight {
+        let entries = self
+            .in_flight
+            .get_mut(&event_id)
+            .expect("the entry was just found");
         let entry = entries.remove(index);
         if entries.is_empty() {
             self.in_flight.remove(&event_id);
@@ -427,7 +450,7 @@ impl Dispatcher {
         if let Some(owner) = self.consumers.iter_mut().find(|c| c.id == entry.consumer) {
             owner.in_flight -= 1;
         }
-        Some(entry)
+        entry
     }
 
     /// The consumer acknowledges these events: they are finished. Ids not in flight are
@@ -453,7 +476,7 @@ impl Dispatcher {
                 state.nacked += 1;
             }
             match action {
-                NackAction::Retry => self.retry_or_park(entry.message, false),
+                NackAction::Retry => self.retry_or_park(entry.message),
                 NackAction::Park => self.to_park.push((entry.message, ParkReason::Nacked)),
                 NackAction::Skip => self.finish(entry.message.origin),
             }
@@ -462,36 +485,34 @@ impl Dispatcher {
 
     /// Takes back what has been in flight past the message timeout, to retry or park.
     pub(crate) fn expire(&mut self, now: Instant) {
-        while let Some(&(deadline, _, event_id)) = self.deadlines.first() {
+        while let Some(&(deadline, delivery, event_id)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
-            let consumer = self.in_flight[&event_id]
-                .iter()
-                .find(|entry| entry.deadline == deadline)
-                .expect("every deadline is of an entry in flight")
-                .consumer;
             let mut entry = self
-                .take_in_flight(consumer, event_id, false)
-                .expect("the entry was just found");
-            entry.message.timed_out_at = Some(consumer);
-            self.retry_or_park(entry.message, false);
+                .take_delivery(event_id, delivery)
+                .expect("every deadline is of an entry in flight");
+            entry.message.timed_out_at = Some(entry.consumer);
+            self.retry_or_park(entry.message);
         }
     }
 
-    /// Queues a message again (first of the retries when `front`), or parks it when it has
-    /// been retried as often as allowed.
-    fn retry_or_park(&mut self, mut message: Message, front: bool) {
-        if message.retry_count >= self.max_retry_count {
-            self.to_park.push((message, ParkReason::MaxRetries));
-            return;
-        }
-        message.retry_count += 1;
-        if front {
-            self.retries.push_front(message);
-        } else {
+    /// Queues a message again, last of the retries, or parks it.
+    fn retry_or_park(&mut self, message: Message) {
+        if let Some(message) = self.retried(message) {
             self.retries.push_back(message);
         }
+    }
+
+    /// The message with one more retry counted, or `None` when it has been retried as often
+    /// as allowed and is parked instead.
+    fn retried(&mut self, mut message: Message) -> Option<Message> {
+        if message.retry_count >= self.max_retry_count {
+            self.to_park.push((message, ParkReason::MaxRetries));
+            return None;
+        }
+        message.retry_count += 1;
+        Some(message)
     }
 
     /// The messages to park; each must be reported with [`Dispatcher::parked`] once durable.

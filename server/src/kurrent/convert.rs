@@ -12,7 +12,7 @@
 //!   the read asked for.
 
 use caskade_eventstore::{
-    ContentType, EventData, ExpectedVersion, Position, RecordedEvent, StreamVersion,
+    ContentType, EventData, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion,
 };
 use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::streams as pb;
@@ -40,6 +40,37 @@ pub(crate) fn wire_position(position: Position) -> u64 {
 /// Caskade's position of wire position `commit`; `None` for 0, which is before every event.
 pub(crate) fn store_position(commit: u64) -> Option<Position> {
     commit.checked_sub(1).map(Position)
+}
+
+/// What a KurrentDB filter expression is matched against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FilterOn {
+    /// The event's stream name.
+    StreamName,
+    /// The event's type.
+    EventType,
+}
+
+/// The event store's filter for one of KurrentDB's expressions: its regular expression if it
+/// has one, otherwise its prefixes (any one matching).
+pub(crate) fn event_filter(
+    on: FilterOn,
+    regex: &str,
+    prefixes: Vec<String>,
+) -> Result<EventFilter, Status> {
+    let invalid = |error| match error {
+        caskade_eventstore::Error::InvalidFilter { pattern, reason } => Status::invalid_argument(
+            format!("the filter's regular expression {pattern:?} does not compile: {reason}"),
+        ),
+        other => crate::status::store_status(other),
+    };
+    let filter = EventFilter::all();
+    match (on, regex.is_empty()) {
+        (FilterOn::StreamName, false) => filter.stream_regex(regex).map_err(invalid),
+        (FilterOn::StreamName, true) => Ok(filter.stream_prefixes(prefixes)),
+        (FilterOn::EventType, false) => filter.event_type_regex(regex).map_err(invalid),
+        (FilterOn::EventType, true) => Ok(filter.event_type_prefixes(prefixes)),
+    }
 }
 
 /// How an answer encodes ids.

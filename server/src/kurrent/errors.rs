@@ -8,6 +8,10 @@
 //! | tombstoned stream | `FAILED_PRECONDITION` | `stream-deleted` | `stream-name` |
 //! | append over the size limit | `INVALID_ARGUMENT` | `maximum-append-size-exceeded` | `maximum-append-size` |
 //! | event over the size limit | `INVALID_ARGUMENT` | `maximum-append-event-size-exceeded` | `maximum-append-event-size`, `event-id`, `proposed-append-event-size` |
+//! | persistent subscription group missing | `NOT_FOUND` | `persistent-subscription-does-not-exist` | `stream-name` (not for `$all`), `group-name` |
+//! | persistent subscription group exists | `ALREADY_EXISTS` | `persistent-subscription-exists` | `stream-name` (not for `$all`), `group-name` |
+//! | group has its maximum of consumers | `FAILED_PRECONDITION` | `maximum-subscribers-reached` | `stream-name` (not for `$all`), `group-name` |
+//! | group dropped its consumers | `ABORTED` | `persistent-subscription-dropped` | `stream-name` (not for `$all`), `group-name` |
 //!
 //! Everything else keeps the status `caskade.v1` gives it ([`crate::status::store_status`]).
 //!
@@ -98,8 +102,44 @@ pub(crate) fn kurrent_status(operation: &str, error: StoreError) -> Status {
                 ("maximum-append-size", max.to_string()),
             ],
         ),
+        StoreError::GroupNotFound {
+            ref target,
+            ref group,
+        } => group_status(
+            &error,
+            "persistent-subscription-does-not-exist",
+            target,
+            group,
+        ),
+        StoreError::GroupExists {
+            ref target,
+            ref group,
+        } => group_status(&error, "persistent-subscription-exists", target, group),
+        StoreError::GroupFull {
+            ref target,
+            ref group,
+            ..
+        } => group_status(&error, "maximum-subscribers-reached", target, group),
+        StoreError::GroupDropped {
+            ref target,
+            ref group,
+            ..
+        } => group_status(&error, "persistent-subscription-dropped", target, group),
         other => crate::status::store_status(other),
     }
+}
+
+/// A persistent subscription group's error: `caskade.v1`'s code, KurrentDB's trailers.
+fn group_status(error: &StoreError, exception: &str, target: &str, group: &str) -> Status {
+    let code = crate::status::store_status_code(error);
+    let mut trailers = vec![
+        (EXCEPTION, exception.to_owned()),
+        ("group-name", group.to_owned()),
+    ];
+    if target != "$all" {
+        trailers.push(("stream-name", target.to_owned()));
+    }
+    with_trailers(Status::new(code, error.to_string()), &trailers)
 }
 
 /// An event of an append over the event size limit; its id is known here, not in the store's

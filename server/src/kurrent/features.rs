@@ -19,6 +19,7 @@ pub(crate) const REPORTED_VERSION: &str = "24.10.0";
 const STREAMS: &str = "event_store.client.streams.streams";
 const FEATURES: &str = "event_store.client.server_features.serverfeatures";
 const GOSSIP: &str = "event_store.client.gossip.gossip";
+const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
 
 /// `(service, method, features)` of every KurrentDB call served.
 const SUPPORTED: &[(&str, &str, &[&str])] = &[
@@ -27,6 +28,14 @@ const SUPPORTED: &[(&str, &str, &[&str])] = &[
     (STREAMS, "batchappend", &["deadline_duration"]),
     (STREAMS, "delete", &[]),
     (STREAMS, "tombstone", &[]),
+    (PERSISTENT, "create", &["stream", "all"]),
+    (PERSISTENT, "update", &["stream", "all"]),
+    (PERSISTENT, "delete", &["stream", "all"]),
+    (PERSISTENT, "read", &["stream", "all"]),
+    (PERSISTENT, "getinfo", &["stream", "all"]),
+    (PERSISTENT, "replayparked", &["stream", "all"]),
+    (PERSISTENT, "list", &["stream", "all"]),
+    (PERSISTENT, "restartsubsystem", &[]),
     (FEATURES, "getsupportedmethods", &[]),
     (GOSSIP, "read", &[]),
 ];

@@ -4,6 +4,7 @@
 //!
 //! - [`streams`]: `event_store.client.streams.Streams` (appends, deletes), with its `Read`
 //!   (reads, subscriptions, filters) in [`read`] and its `BatchAppend` in [`batch_append`].
+//! - [`persistent`]: KurrentDB's persistent subscriptions (consumer groups).
 //! - [`features`]: `ServerFeatures` and `Gossip`, which clients call on connecting.
 //! - [`metastream`]: stream metadata as the `$$stream` metadata streams.
 //! - [`convert`]: the wire conventions (positions, ids, event metadata, times).
@@ -17,9 +18,11 @@ pub(crate) mod convert;
 pub(crate) mod errors;
 pub mod features;
 pub(crate) mod metastream;
+pub mod persistent;
 pub(crate) mod read;
 pub mod streams;
 
 pub use batch_append::MAX_GATHERING;
 pub use features::{GossipService, ServerFeaturesService};
+pub use persistent::KurrentPersistentService;
 pub use streams::KurrentStreamsService;

@@ -29,7 +29,7 @@ use pb::read_req::options::{self as o, AllOptions, StreamOptions};
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::convert::{self, IdForm};
+use super::convert::{self, FilterOn, IdForm};
 use super::errors::{kurrent_status, stream_deleted};
 use super::metastream;
 use crate::services::{MessageStream, blocking, forward_subscription, stream_blocking};
@@ -469,28 +469,18 @@ fn checkpoint_interval(options: &o::FilterOptions) -> NonZeroU64 {
     NonZeroU64::new(window * multiplier).unwrap_or(NonZeroU64::MIN)
 }
 
-/// The event store's filter for KurrentDB's: a regular expression if one is given, otherwise
-/// the prefixes (any one matching).
+/// The event store's filter for a read's.
 fn event_filter(options: o::FilterOptions) -> Result<EventFilter, Status> {
     use o::filter_options::Filter;
-    let invalid = |error| match error {
-        caskade_eventstore::Error::InvalidFilter { pattern, reason } => Status::invalid_argument(
-            format!("the filter's regular expression {pattern:?} does not compile: {reason}"),
-        ),
-        other => kurrent_status("Read", other),
-    };
-    let filter = EventFilter::all();
-    Ok(match options.filter {
-        Some(Filter::StreamIdentifier(expression)) if !expression.regex.is_empty() => {
-            filter.stream_regex(&expression.regex).map_err(invalid)?
+    match options.filter {
+        Some(Filter::StreamIdentifier(expression)) => {
+            convert::event_filter(FilterOn::StreamName, &expression.regex, expression.prefix)
         }
-        Some(Filter::StreamIdentifier(expression)) => filter.stream_prefixes(expression.prefix),
-        Some(Filter::EventType(expression)) if !expression.regex.is_empty() => filter
-            .event_type_regex(&expression.regex)
-            .map_err(invalid)?,
-        Some(Filter::EventType(expression)) => filter.event_type_prefixes(expression.prefix),
-        None => filter,
-    })
+        Some(Filter::EventType(expression)) => {
+            convert::event_filter(FilterOn::EventType, &expression.regex, expression.prefix)
+        }
+        None => Ok(EventFilter::all()),
+    }
 }
 
 #[cfg(test)]
