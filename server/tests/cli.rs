@@ -3,57 +3,18 @@
 //! against it, checked on stdout, stderr and exit codes; the data-directory lock, SIGTERM,
 //! and the offline tools (`caskade offline check`, `merge`, `scavenge` and `backup`).
 
+mod process;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use caskade_eventstore::EventStore;
+use process::{Server, TIMEOUT, TestResult, caskade, wait_output};
 use serde_json::Value;
-
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-/// How long any process may take before the test fails; only fires when something is wrong.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The binary, with no `CASKADE_*` variable of the environment leaking into it.
-fn caskade() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CASKADE_") {
-            command.env_remove(name);
-        }
-    }
-    command.env_remove("RUST_LOG");
-    command
-}
-
-/// Sends `signal` (e.g. "-TERM") to process `pid` with the `kill` command.
-fn kill(signal: &str, pid: u32) -> TestResult {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()?;
-    if !status.success() {
-        return Err(format!("kill {signal} {pid} failed: {status}").into());
-    }
-    Ok(())
-}
-
-/// Waits for `child` to exit and collects its output; kills it and fails after [`TIMEOUT`].
-fn wait_output(child: Child, what: &str) -> TestResult<Output> {
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    if let Ok(output) = receiver.recv_timeout(TIMEOUT) {
-        return Ok(output?);
-    }
-    let _ = kill("-KILL", pid);
-    Err(format!("`{what}` did not exit within {TIMEOUT:?}").into())
-}
 
 /// Runs `caskade ARGS` to completion.
 fn run(args: &[&str]) -> TestResult<Output> {
@@ -112,89 +73,6 @@ fn json_lines(stdout: &str) -> TestResult<Vec<Value>> {
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?)
-}
-
-/// A `caskade serve` child process.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    /// Its stderr (the log), in a file so that it can never fill a pipe.
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `caskade serve --data-dir DIR --addr 127.0.0.1:0 --sync never EXTRA...` and
-    /// reads the bound address from its first line of output.
-    fn start(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> TestResult<Server> {
-        let log = log_dir.join(format!("serve-{}.log", std::fs::read_dir(log_dir)?.count()));
-        let mut child = caskade()
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--sync",
-                "never",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("stdout is piped")?;
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = sender.send(reader.read_line(&mut line).map(|_| line));
-            // Keep draining, so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            log,
-        };
-        let line = receiver
-            .recv_timeout(TIMEOUT)
-            .map_err(|_| "the server printed no address")??;
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("unexpected first line {line:?}; log: {}", server.log_text()))?;
-        addr.parse::<std::net::SocketAddr>()?;
-        server.addr = addr.to_owned();
-        Ok(server)
-    }
-
-    fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    fn pid(&self) -> TestResult<u32> {
-        Ok(self.child.as_ref().ok_or("already stopped")?.id())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    fn terminate(mut self) -> TestResult<ExitStatus> {
-        let child = self.child.take().ok_or("already stopped")?;
-        kill("-TERM", child.id())?;
-        Ok(wait_output(child, "caskade serve after SIGTERM")?.status)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[test]
