@@ -108,6 +108,30 @@ impl EventFilter {
     }
 
     /// The filter as stored: its prefixes and its patterns' sources.
+    /// The stream-name prefixes, any one of which matches; empty when not constrained.
+    #[must_use]
+    pub fn stream_prefix_list(&self) -> &[String] {
+        &self.stream.prefixes
+    }
+
+    /// The stream-name regular expression's source, if any.
+    #[must_use]
+    pub fn stream_pattern(&self) -> Option<&str> {
+        self.stream.regex.as_deref().map(Regex::as_str)
+    }
+
+    /// The event-type prefixes, any one of which matches; empty when not constrained.
+    #[must_use]
+    pub fn event_type_prefix_list(&self) -> &[String] {
+        &self.event_type.prefixes
+    }
+
+    /// The event-type regular expression's source, if any.
+    #[must_use]
+    pub fn event_type_pattern(&self) -> Option<&str> {
+        self.event_type.regex.as_deref().map(Regex::as_str)
+    }
+
     pub(crate) fn to_stored(&self) -> StoredFilter {
         let source = |regex: &Option<Arc<Regex>>| regex.as_ref().map(|r| r.as_str().to_owned());
         StoredFilter {

@@ -213,6 +213,15 @@ impl Connection {
         pb::admin_client::AdminClient::new(self.authed())
     }
 
+    /// A `PersistentSubscriptions` client.
+    #[must_use]
+    pub fn groups(
+        &self,
+    ) -> pb::persistent_subscriptions_client::PersistentSubscriptionsClient<Authed> {
+        pb::persistent_subscriptions_client::PersistentSubscriptionsClient::new(self.authed())
+            .max_decoding_message_size(usize::MAX)
+    }
+
     /// A client of the standard `grpc.health.v1` service.
     #[must_use]
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Authed> {

@@ -226,16 +226,29 @@ pub(crate) fn recorded(event: RecordedEvent) -> pb::RecordedEvent {
     }
 }
 
-fn filter(filter: Option<pb::Filter>) -> Result<EventFilter, Status> {
+pub(crate) fn filter(filter: Option<pb::Filter>) -> Result<EventFilter, Status> {
     let Some(filter) = filter else {
         return Ok(EventFilter::all());
     };
+    let joined = |one: String, many: Vec<String>| -> Vec<String> {
+        std::iter::once(one)
+            .filter(|prefix| !prefix.is_empty())
+            .chain(many)
+            .collect()
+    };
     let mut out = EventFilter::all();
-    if !filter.stream_prefix.is_empty() {
-        out = out.stream_prefix(filter.stream_prefix);
+    let stream_prefixes = joined(filter.stream_prefix, filter.stream_prefixes);
+    if !stream_prefixes.is_empty() {
+        out = out.stream_prefixes(stream_prefixes);
     }
-    if !filter.event_type_prefix.is_empty() {
-        out = out.event_type_prefix(filter.event_type_prefix);
+    let type_prefixes = joined(filter.event_type_prefix, filter.event_type_prefixes);
+    if !type_prefixes.is_empty() {
+        out = out.event_type_prefixes(type_prefixes);
+    }
+    if !filter.stream_regex.is_empty() {
+        out = out
+            .stream_regex(&filter.stream_regex)
+            .map_err(store_status)?;
     }
     if !filter.event_type_regex.is_empty() {
         out = out
@@ -243,6 +256,18 @@ fn filter(filter: Option<pb::Filter>) -> Result<EventFilter, Status> {
             .map_err(store_status)?;
     }
     Ok(out)
+}
+
+/// `filter` on the wire, every constraint in the repeated and regex fields.
+pub(crate) fn wire_filter(filter: &EventFilter) -> pb::Filter {
+    pb::Filter {
+        stream_prefix: String::new(),
+        event_type_prefix: String::new(),
+        event_type_regex: filter.event_type_pattern().unwrap_or_default().to_owned(),
+        stream_prefixes: filter.stream_prefix_list().to_vec(),
+        stream_regex: filter.stream_pattern().unwrap_or_default().to_owned(),
+        event_type_prefixes: filter.event_type_prefix_list().to_vec(),
+    }
 }
 
 pub(crate) fn metadata(metadata: Option<pb::StreamMetadata>) -> Result<StreamMetadata, Status> {

@@ -1,6 +1,6 @@
-//! Caskade's gRPC server: the `caskade.v1` `Streams`, `Kv` and `Admin` services over an
-//! [`EventStore`], KurrentDB's v1 API over the same store ([`kurrent`]), plus the standard
-//! health and reflection services. With a token or users configured ([`ServerConfig`]),
+//! Caskade's gRPC server: the `caskade.v1` `Streams`, `PersistentSubscriptions`, `Kv` and
+//! `Admin` services over an [`EventStore`], KurrentDB's v1 API over the same store
+//! ([`kurrent`]), plus the standard health and reflection services. With a token or users configured ([`ServerConfig`]),
 //! every service needs one of them but health (for load balancers' probes) and KurrentDB's
 //! gossip and server features (which its clients ask before they authenticate).
 //!
@@ -16,6 +16,7 @@
 mod auth;
 pub mod client;
 mod convert;
+mod groups;
 pub mod kurrent;
 mod limits;
 pub mod process;
@@ -32,6 +33,7 @@ use caskade_proto::kurrentdb::event_store::client::server_features::server_featu
 use caskade_proto::kurrentdb::event_store::client::streams::streams_server::StreamsServer as KurrentStreamsServer;
 use caskade_proto::v1::admin_server::AdminServer;
 use caskade_proto::v1::kv_server::KvServer;
+use caskade_proto::v1::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use caskade_proto::v1::streams_server::StreamsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -45,6 +47,7 @@ use caskade_proto::kurrentdb::event_store::client::persistent_subscriptions::per
 use kurrent::{
     GossipService, KurrentPersistentService, KurrentStreamsService, ServerFeaturesService,
 };
+pub use groups::GroupsService;
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
 
@@ -221,6 +224,31 @@ async fn scavenge_every(store: EventStore, interval: Duration, mut stop: watch::
     }
 }
 
+/// The check of the configured credentials, warning when they would cross the network in
+/// the clear.
+fn credential_check(config: &ServerConfig) -> Result<auth::CredentialCheck, Error> {
+    let check = auth::CredentialCheck::new(config.token.as_deref(), &config.users)?;
+    if config.tls.is_none() && (config.token.is_some() || !config.users.is_empty()) {
+        tracing::warn!(
+            "credentials are configured without TLS: they cross the network in the clear"
+        );
+    }
+    Ok(check)
+}
+
+/// The standard health service, reporting each `caskade.v1` service as serving.
+async fn health_service()
+-> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health, service) = tonic_health::server::health_reporter();
+    health.set_serving::<StreamsServer<StreamsService>>().await;
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    health
+        .set_serving::<PersistentSubscriptionsServer<GroupsService>>()
+        .await;
+    service
+}
+
 /// Serves `store` on `listener` until `shutdown` completes, then drains and closes the store.
 ///
 /// # Errors
@@ -242,19 +270,11 @@ pub async fn run(
         });
     }
     let (stop, stopped) = watch::channel(false);
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<StreamsServer<StreamsService>>().await;
-    health.set_serving::<KvServer<KvService>>().await;
-    health.set_serving::<AdminServer<AdminService>>().await;
+    let health_service = health_service().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(caskade_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let check = auth::CredentialCheck::new(config.token.as_deref(), &config.users)?;
-    if config.tls.is_none() && (config.token.is_some() || !config.users.is_empty()) {
-        tracing::warn!(
-            "credentials are configured without TLS: they cross the network in the clear"
-        );
-    }
+    let check = credential_check(&config)?;
     let size = config.max_message_size;
     let streams = StreamsServer::new(StreamsService::new(store.clone(), size, stopped.clone()))
         .max_decoding_message_size(size)
@@ -263,6 +283,10 @@ pub async fn run(
         .max_decoding_message_size(size)
         .max_encoding_message_size(size);
     let admin = AdminServer::new(AdminService::new(store.clone()));
+    let groups =
+        PersistentSubscriptionsServer::new(GroupsService::new(store.clone(), stopped.clone()))
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size);
     let kurrent_streams =
         KurrentStreamsServer::new(KurrentStreamsService::new(store.clone(), stopped.clone()))
             .max_decoding_message_size(size)
@@ -311,6 +335,7 @@ pub async fn run(
         .add_service(InterceptedService::new(streams, check.clone()))
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(admin, check.clone()))
+        .add_service(InterceptedService::new(groups, check.clone()))
         .add_service(InterceptedService::new(kurrent_streams, check.clone()))
         .add_service(InterceptedService::new(kurrent_persistent, check))
         .add_service(gossip)

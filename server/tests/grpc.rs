@@ -231,12 +231,55 @@ async fn read_all_walks_every_stream_in_position_order_and_filters() -> TestResu
             ..filtered(pb::Filter {
                 stream_prefix: "user-1".into(),
                 event_type_prefix: "UserRenamed".into(),
-                event_type_regex: String::new(),
+                ..pb::Filter::default()
             })
         },
     )
     .await?;
     assert_eq!(positions(&both), [7, 3]);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn filters_take_lists_of_prefixes_and_a_stream_regex() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = server.streams().await?;
+    // Positions 0..4.
+    let plan = [
+        ("user-1", "UserCreated"),
+        ("order-1", "OrderPlaced"),
+        ("user-2", "UserCreated"),
+        ("order-2", "OrderCancelled"),
+    ];
+    for (stream, event_type) in plan {
+        let event = json_event(event_type, &json!({}));
+        client.append(append(stream, None, vec![event])).await?;
+    }
+    let filtered = |filter: pb::Filter| pb::ReadRequest {
+        filter: Some(filter),
+        ..read_all()
+    };
+    let lists = [
+        pb::Filter {
+            stream_prefixes: vec!["user-2".into(), "order-2".into()],
+            ..pb::Filter::default()
+        },
+        pb::Filter {
+            stream_regex: "^order-".into(),
+            ..pb::Filter::default()
+        },
+        pb::Filter {
+            event_type_prefix: "UserC".into(),
+            event_type_prefixes: vec!["OrderC".into()],
+            ..pb::Filter::default()
+        },
+    ];
+    let mut found = Vec::new();
+    for filter in lists {
+        found.push(positions(&read(&mut client, filtered(filter)).await?));
+    }
+    assert_eq!(found, [vec![2, 3], vec![1, 3], vec![0, 2, 3]]);
     server.stop().await
 }
 
