@@ -1,5 +1,11 @@
-//! What the event-store benches share besides the SQLite peer: interleaved rounds of Caskade
-//! and its peer for the closing tables, and whether criterion is only testing.
+//! What the event-store benches share besides their peer (`sqlite_peer`): interleaved rounds
+//! of Caskade and what it is compared with for the closing tables, and whether criterion is
+//! only testing.
+
+#![allow(
+    dead_code,
+    reason = "each bench uses a different part of these helpers"
+)]
 
 use std::time::Duration;
 
