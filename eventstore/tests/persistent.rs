@@ -408,3 +408,37 @@ async fn a_filtered_all_group_checkpoints_through_what_its_filter_skips() -> Tes
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn dispatch_to_single_fills_the_first_consumer_before_the_next() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    append(&store, "orders", 5)?;
+    let target = stream("orders");
+    let settings = GroupSettings {
+        consumer_strategy: ConsumerStrategy::DispatchToSingle,
+        ..from_start()
+    };
+    store.create_group(target.clone(), "single", EventFilter::all(), settings)?;
+    let mut first = store.connect_group(&target, "single", "first", 3).await?;
+    let mut second = store.connect_group(&target, "single", "second", 3).await?;
+    // The first takes as many as it has room for, the rest go to the second.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(next(&mut first).await?.event);
+    }
+    assert_eq!(
+        taken.iter().map(|e| e.version.0).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let rest = [next(&mut second).await?, next(&mut second).await?];
+    assert_eq!(rest.map(|event| event.event.version.0), [3, 4]);
+    // The first has room again, and the second has some too: the next goes to the first.
+    first.ack(vec![taken[0].id]).await?;
+    append(&store, "orders", 1)?;
+    assert_eq!(next(&mut first).await?.event.version, StreamVersion(5));
+    let info = store.group_info(&target, "single").await?;
+    let in_flight: Vec<u32> = info.consumers.iter().map(|c| c.in_flight).collect();
+    assert_eq!(in_flight, [3, 2]);
+    Ok(())
+}

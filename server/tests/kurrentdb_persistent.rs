@@ -296,3 +296,32 @@ async fn an_all_group_with_a_filter_reports_positions() -> TestResult {
     assert_eq!(listed.len(), 1);
     server.stop().await
 }
+
+#[tokio::test]
+async fn a_consumer_that_goes_away_hands_its_events_to_another() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let options = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+    let staying = client(&server, "esdb")?;
+    staying
+        .append_to_stream("jobs", &AppendToStreamOptions::default(), numbered(0, 3))
+        .await?;
+    staying
+        .create_persistent_subscription("jobs", "pool", &options)
+        .await?;
+    {
+        // A client of its own, so that dropping it closes its connection.
+        let leaving = client(&server, "esdb")?;
+        let mut subscription = subscribe(&leaving, "jobs", "pool", 3).await?;
+        for n in 0..3 {
+            let (event, _) = next(&mut subscription).await?;
+            assert_eq!(n_of(&event)?, n);
+        }
+    }
+    let mut subscription = subscribe(&staying, "jobs", "pool", 3).await?;
+    for n in 0..3 {
+        let (event, retry_count) = next(&mut subscription).await?;
+        assert_eq!((n_of(&event)?, retry_count), (n, 1));
+    }
+    server.stop().await
+}
