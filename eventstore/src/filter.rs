@@ -108,6 +108,15 @@ impl EventFilter {
     }
 
     /// The filter as stored: its prefixes and its patterns' sources.
+    /// Whether the filter lets every event through.
+    #[must_use]
+    pub fn matches_everything(&self) -> bool {
+        self.stream.prefixes.is_empty()
+            && self.stream.regex.is_none()
+            && self.event_type.prefixes.is_empty()
+            && self.event_type.regex.is_none()
+    }
+
     /// The stream-name prefixes, any one of which matches; empty when not constrained.
     #[must_use]
     pub fn stream_prefix_list(&self) -> &[String] {

@@ -178,6 +178,22 @@ fn what_cannot_be_is_refused_with_a_typed_error_and_nothing_is_written() -> Test
         matches!(bad_stream, Err(Error::InvalidStreamName { .. })),
         "{bad_stream:?}"
     );
+    let filtered = store.create_group(
+        stream("s"),
+        "g3",
+        EventFilter::all().stream_prefix("s"),
+        defaults(),
+    );
+    assert!(
+        matches!(
+            filtered,
+            Err(Error::InvalidGroupSettings {
+                setting: "filter",
+                ..
+            })
+        ),
+        "{filtered:?}"
+    );
 
     // Only the first group was ever written.
     assert_eq!(

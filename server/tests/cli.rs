@@ -7,73 +7,14 @@ mod process;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use caskade_eventstore::EventStore;
-use process::{Server, TIMEOUT, TestResult, caskade, wait_output};
+use process::{Server, TIMEOUT, TestResult, caskade, fails, json_lines, ok, run};
 use serde_json::Value;
-
-/// Runs `caskade ARGS` to completion.
-fn run(args: &[&str]) -> TestResult<Output> {
-    let child = caskade()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    wait_output(child, &format!("caskade {}", args.join(" ")))
-}
-
-/// Runs `caskade ARGS`, expects success and an empty stderr, and returns stdout.
-fn ok(args: &[&str]) -> TestResult<String> {
-    let output = run(args)?;
-    let stdout = String::from_utf8(output.stdout)?;
-    let stderr = String::from_utf8(output.stderr)?;
-    if !output.status.success() || !stderr.is_empty() {
-        return Err(format!(
-            "caskade {}: {}\nstdout: {stdout}\nstderr: {stderr}",
-            args.join(" "),
-            output.status
-        )
-        .into());
-    }
-    Ok(stdout)
-}
-
-/// Runs `caskade ARGS`, expects a failure reported as exactly one stderr line starting with
-/// `error:`, and returns that line.
-fn fails(args: &[&str]) -> TestResult<String> {
-    let output = run(args)?;
-    let stderr = String::from_utf8(output.stderr)?;
-    let lines: Vec<&str> = stderr.lines().collect();
-    if output.status.success() || output.status.code().is_none() {
-        return Err(format!(
-            "caskade {} should fail with an exit code, got {}",
-            args.join(" "),
-            output.status
-        )
-        .into());
-    }
-    if lines.len() != 1 || !lines[0].starts_with("error: ") {
-        return Err(format!(
-            "caskade {}: expected one `error:` line on stderr, got {stderr:?}",
-            args.join(" ")
-        )
-        .into());
-    }
-    Ok(lines[0].to_owned())
-}
-
-/// Parses each line of `stdout` as JSON.
-fn json_lines(stdout: &str) -> TestResult<Vec<Value>> {
-    Ok(stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
-}
 
 #[test]
 fn kv_commands_put_get_del_and_keys() -> TestResult {

@@ -334,6 +334,16 @@ async fn bad_group_requests_are_refused_and_change_nothing() -> TestResult {
             Code::InvalidArgument,
         ),
     ];
+    let filtered_stream = pb::CreateGroupRequest {
+        filter: Some(pb::Filter {
+            stream_prefix: "jobs".to_owned(),
+            ..pb::Filter::default()
+        }),
+        ..create(Some(on_stream("jobs")), from_start())
+    };
+    let refused = refused
+        .into_iter()
+        .chain([(filtered_stream, Code::InvalidArgument)]);
     for (request, code) in refused {
         let status = client
             .create_group(request.clone())

@@ -168,7 +168,7 @@ pub struct GroupDefinition {
 
 impl EventStore {
     /// Creates the group `name` on `target`: an `$all` group reads the events `filter`
-    /// matches (pass [`EventFilter::all`] for a stream group).
+    /// matches; a stream group reads its whole stream, and takes only [`EventFilter::all`].
     ///
     /// # Errors
     /// [`Error::GroupExists`]; [`Error::InvalidGroupName`],
@@ -294,11 +294,13 @@ impl EventStore {
         self.validate_target(&target)?;
         self.validate_group_name(name)?;
         settings.validate(&target)?;
-        let filter = match target {
-            GroupTarget::All => filter,
-            // A stream group reads its stream whole.
-            GroupTarget::Stream(_) => EventFilter::all(),
-        };
+        // A stream group reads its stream whole.
+        if matches!(target, GroupTarget::Stream(_)) && !filter.matches_everything() {
+            return Err(Error::InvalidGroupSettings {
+                setting: "filter",
+                reason: "applies to an $all group only: a stream group reads its whole stream",
+            });
+        }
         Ok(GroupDefinition {
             target,
             name: name.to_owned(),

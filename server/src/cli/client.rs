@@ -10,6 +10,7 @@ use caskade_proto::v1 as pb;
 use caskade_server::client::{ClientConfig, ClientTls, Connection, Credentials};
 use clap::{Args, Subcommand};
 
+use crate::cli::groups::{self, ConsumeArgs, GroupCommand};
 use crate::cli::output::{ScavengeBar, merged_line, print_line, scavenged_line};
 
 /// The connection options of the client commands. They are global, so that
@@ -150,6 +151,12 @@ pub(crate) enum ClientCommand {
     },
     /// Print a running server's store sizes.
     Stats,
+    /// Manage persistent subscription groups: competing consumers of a stream or `$all`.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Consume a persistent subscription group: print each event as one JSON object per line
+    /// and ack it.
+    Consume(ConsumeArgs),
 }
 
 /// Runs one client command against the server `args` names.
@@ -180,6 +187,8 @@ pub(crate) async fn run(command: ClientCommand, args: &ClientArgs) -> anyhow::Re
         ClientCommand::Scavenge => scavenge(config).await,
         ClientCommand::Backup { dest } => backup(config, &dest).await,
         ClientCommand::Stats => stats(config).await,
+        ClientCommand::Group(command) => groups::run(config, command).await,
+        ClientCommand::Consume(args) => groups::consume(config, args).await,
     }
 }
 
@@ -450,10 +459,11 @@ fn expected_version(text: &str) -> anyhow::Result<pb::ExpectedVersion> {
     Ok(pb::ExpectedVersion { kind: Some(kind) })
 }
 
-/// An event as the one JSON object per line that `read` and `subscribe` print. The data and
-/// metadata are JSON when they parse as JSON (text otherwise); `recorded_at` is the time the
-/// server recorded the event, RFC 3339 in UTC with microseconds (null if out of range).
-fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
+/// An event as the one JSON object per line that `read`, `subscribe` and `consume` print. The
+/// data and metadata are JSON when they parse as JSON (text otherwise); `recorded_at` is the
+/// time the server recorded the event, RFC 3339 in UTC with microseconds (null if out of
+/// range).
+pub(crate) fn event_json(event: &pb::RecordedEvent) -> serde_json::Value {
     let binary = event.content_type == i32::from(pb::ContentType::Binary);
     let payload = |bytes: &[u8]| {
         if bytes.is_empty() {

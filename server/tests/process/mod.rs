@@ -1,5 +1,6 @@
 //! The `caskade` binary as a child process, for the tests that run it as a user or a
-//! supervisor would: the command with a clean environment, signals, bounded waits for exit,
+//! supervisor would: the command with a clean environment, runs of it expected to succeed
+//! ([`ok`]) or to fail with one `error:` line ([`fails`]), signals, bounded waits for exit,
 //! and [`Server`], a `caskade serve` on `127.0.0.1:0` whose address is read from its first
 //! line of output.
 //!
@@ -33,6 +34,65 @@ pub(crate) fn caskade() -> Command {
     }
     command.env_remove("RUST_LOG");
     command
+}
+
+/// Runs `caskade ARGS` to completion.
+pub(crate) fn run(args: &[&str]) -> TestResult<Output> {
+    let child = caskade()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_output(child, &format!("caskade {}", args.join(" ")))
+}
+
+/// Runs `caskade ARGS`, expects success and an empty stderr, and returns stdout.
+pub(crate) fn ok(args: &[&str]) -> TestResult<String> {
+    let output = run(args)?;
+    let stdout = String::from_utf8(output.stdout)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    if !output.status.success() || !stderr.is_empty() {
+        return Err(format!(
+            "caskade {}: {}\nstdout: {stdout}\nstderr: {stderr}",
+            args.join(" "),
+            output.status
+        )
+        .into());
+    }
+    Ok(stdout)
+}
+
+/// Runs `caskade ARGS`, expects a failure reported as exactly one stderr line starting with
+/// `error:`, and returns that line.
+pub(crate) fn fails(args: &[&str]) -> TestResult<String> {
+    let output = run(args)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    let lines: Vec<&str> = stderr.lines().collect();
+    if output.status.success() || output.status.code().is_none() {
+        return Err(format!(
+            "caskade {} should fail with an exit code, got {}",
+            args.join(" "),
+            output.status
+        )
+        .into());
+    }
+    if lines.len() != 1 || !lines[0].starts_with("error: ") {
+        return Err(format!(
+            "caskade {}: expected one `error:` line on stderr, got {stderr:?}",
+            args.join(" ")
+        )
+        .into());
+    }
+    Ok(lines[0].to_owned())
+}
+
+/// Parses each line of `stdout` as JSON.
+pub(crate) fn json_lines(stdout: &str) -> TestResult<Vec<serde_json::Value>> {
+    Ok(stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Sends `signal` (e.g. "-TERM") to process `pid` with the `kill` command.
