@@ -107,7 +107,6 @@ impl EventFilter {
         Ok(self)
     }
 
-    /// The filter as stored: its prefixes and its patterns' sources.
     /// Whether the filter lets every event through.
     #[must_use]
     pub fn matches_everything(&self) -> bool {
@@ -141,6 +140,7 @@ impl EventFilter {
         self.event_type.regex.as_deref().map(Regex::as_str)
     }
 
+    /// The filter as stored: its prefixes and its patterns' sources.
     pub(crate) fn to_stored(&self) -> StoredFilter {
         let source = |regex: &Option<Arc<Regex>>| regex.as_ref().map(|r| r.as_str().to_owned());
         StoredFilter {

@@ -607,6 +607,9 @@ impl EventStore {
     }
 
     /// Flushes and syncs everything, then closes the engine (and its directory lock).
+    /// Persistent subscription groups' checkpoints are written on their own schedule: call
+    /// [`EventStore::checkpoint_groups`] first so that a reopened store does not deliver again
+    /// what consumers acked since.
     ///
     /// # Errors
     /// [`Error::Engine`] if the final sync fails.

@@ -302,6 +302,22 @@ fn settings_kurrentdb_refuses_are_refused_naming_the_setting() -> TestResult {
             stream("s"),
             "message_timeout",
         ),
+        (
+            GroupSettings {
+                message_timeout: Duration::MAX,
+                ..defaults()
+            },
+            stream("s"),
+            "message_timeout",
+        ),
+        (
+            GroupSettings {
+                checkpoint_after: Duration::from_secs(30 * 24 * 3600),
+                ..defaults()
+            },
+            stream("s"),
+            "checkpoint_after",
+        ),
     ];
     for (settings, target, setting) in cases {
         let refused = store.create_group(target, "new", EventFilter::all(), settings);

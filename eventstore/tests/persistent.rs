@@ -442,3 +442,32 @@ async fn dispatch_to_single_fills_the_first_consumer_before_the_next() -> TestRe
     assert_eq!(in_flight, [3, 2]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_disconnected_and_its_events_move_on() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = EventStore::open(dir.path(), options())?;
+    append(&store, "orders", 1)?;
+    let target = stream("orders");
+    let settings = GroupSettings {
+        message_timeout: Duration::from_millis(20),
+        ..from_start()
+    };
+    store.create_group(target.clone(), "workers", EventFilter::all(), settings)?;
+    // Connected, never read: the event times out into its channel again and again until
+    // the channel is full and the group lets it go.
+    let mut asleep = store.connect_group(&target, "workers", "asleep", 1).await?;
+    until_info(&store, &target, "workers", |info| info.consumers.is_empty()).await?;
+    let mut awake = store.connect_group(&target, "workers", "awake", 1).await?;
+    let event = next(&mut awake).await?;
+    assert_eq!(event.event.version, StreamVersion(0));
+    assert!(event.retry_count >= 2, "{event:?}");
+    // What the sleeper's channel held is still there to read, then its stream ends.
+    let mut held = 0;
+    while let Some(message) = tokio::time::timeout(PATIENCE, asleep.next()).await? {
+        message?;
+        held += 1;
+    }
+    assert_eq!(held, 2);
+    Ok(())
+}

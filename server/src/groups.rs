@@ -210,25 +210,41 @@ fn nack_action(action: i32) -> Result<NackAction, Status> {
 }
 
 /// Serves one consumer: events out, acks and nacks in, until the client closes its side,
-/// the group drops the consumer, or the server shuts down.
+/// the group drops the consumer, or the server shuts down. One slot of the answers is
+/// reserved from the start for the status that ends the call, so even a client that stopped
+/// reading learns why.
 async fn serve_consumer(
+    consumer: GroupConsumer,
+    requests: Streaming<pb::GroupReadRequest>,
+    sender: mpsc::Sender<Result<pb::GroupReadResponse, Status>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Ok(last_word) = sender.clone().reserve_owned().await else {
+        return;
+    };
+    if let Some(status) = consume(consumer, requests, &sender, shutdown).await {
+        last_word.send(Err(status));
+    }
+}
+
+/// The loop of [`serve_consumer`]: the status that ends the call, `None` if the client went.
+async fn consume(
     mut consumer: GroupConsumer,
     mut requests: Streaming<pb::GroupReadRequest>,
-    sender: mpsc::Sender<Result<pb::GroupReadResponse, Status>>,
+    sender: &mpsc::Sender<Result<pb::GroupReadResponse, Status>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Option<Status> {
     use pb::group_read_request::Message;
     let acks = consumer.acks();
     loop {
         tokio::select! {
             biased;
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = sender.try_send(Err(Status::unavailable(
+                return Some(Status::unavailable(
                     "the server is shutting down; connect again once it is back",
-                )));
-                return;
+                ));
             }
-            () = sender.closed() => return,
+            () = sender.closed() => return None,
             request = requests.message() => {
                 let handled = match request {
                     Ok(Some(pb::GroupReadRequest { message: Some(Message::Ack(ack)) })) => {
@@ -252,29 +268,31 @@ async fn serve_consumer(
                         Err(Status::invalid_argument("a Read request with no message"))
                     }
                     // The client closed its side, or went away.
-                    Ok(None) | Err(_) => return,
+                    Ok(None) | Err(_) => return None,
                 };
                 if let Err(status) = handled {
-                    let _ = sender.send(Err(status)).await;
-                    return;
+                    return Some(status);
                 }
             }
-            delivered = consumer.next() => {
-                let answer = match delivered {
-                    Some(Ok(delivered)) => Ok(pb::GroupReadResponse {
+            delivered = consumer.next() => match delivered {
+                Some(Ok(delivered)) => {
+                    let event = pb::GroupReadResponse {
                         message: Some(pb::group_read_response::Message::Event(pb::GroupEvent {
                             event: Some(convert::recorded((*delivered.event).clone())),
                             retry_count: delivered.retry_count,
                         })),
-                    }),
-                    Some(Err(error)) => Err(store_status(error)),
-                    None => return,
-                };
-                let last = answer.is_err();
-                if sender.send(answer).await.is_err() || last {
-                    return;
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return None;
+                    }
                 }
-            }
+                Some(Err(error)) => return Some(store_status(error)),
+                None => {
+                    return Some(Status::aborted(
+                        "the group dropped this consumer: it did not take its events in time",
+                    ));
+                }
+            },
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Caskade's gRPC server: the `caskade.v1` `Streams`, `PersistentSubscriptions`, `Kv` and
 //! `Admin` services over an [`EventStore`], KurrentDB's v1 API over the same store
-//! ([`kurrent`]), plus the standard health and reflection services. With a token or users configured ([`ServerConfig`]),
-//! every service needs one of them but health (for load balancers' probes) and KurrentDB's
-//! gossip and server features (which its clients ask before they authenticate).
+//! ([`kurrent`]), plus the standard health and reflection services. With a token or users
+//! configured ([`ServerConfig`]), every service needs one of them but health (for load
+//! balancers' probes) and KurrentDB's gossip and server features (which its clients ask
+//! before they authenticate).
 //!
 //! This crate only translates: each RPC decodes its request, calls the event store (on the
 //! blocking pool) and encodes the answer; errors become statuses in one place
@@ -42,11 +43,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use auth::{CredentialError, User, check_users, parse_users_file};
 use caskade_proto::kurrentdb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer as KurrentPersistentServer;
 use kurrent::{
     GossipService, KurrentPersistentService, KurrentStreamsService, ServerFeaturesService,
 };
+
+pub use auth::{CredentialError, User, check_users, parse_users_file};
 pub use groups::GroupsService;
 pub use limits::min_message_size;
 pub use services::{AdminService, KvService, MessageStream, StreamsService};
@@ -354,6 +356,10 @@ pub async fn run(
     if let Some(scavenger) = scavenger {
         // A scavenge still running meets the closed store and stops; nothing it did is lost.
         scavenger.abort();
+    }
+    // Every consumer's call has ended: what they acked is checkpointed before the close.
+    if let Err(error) = store.checkpoint_groups().await {
+        tracing::warn!(%error, "writing the persistent subscription groups' checkpoints failed");
     }
     tokio::task::spawn_blocking(move || store.close())
         .await

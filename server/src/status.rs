@@ -3,6 +3,8 @@
 //! | error | status |
 //! |---|---|
 //! | wrong expected version | `FAILED_PRECONDITION`, naming the expected and actual versions |
+//! | persistent subscription group with its maximum of consumers | `FAILED_PRECONDITION` |
+//! | a group dropped its consumer (deleted, updated, restarted) | `ABORTED` |
 //! | tombstoned stream, missing persistent subscription group | `NOT_FOUND` |
 //! | invalid input (names, types, JSON, filters, metadata, group names and settings, empty keys, bad ids) | `INVALID_ARGUMENT` |
 //! | over a size limit (stream name, event type, event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |

@@ -101,6 +101,17 @@ impl Consumer {
     }
 }
 
+/// Appends `count` events to the stream `jobs`.
+async fn append_jobs(server: &TestServer, count: u64) -> TestResult {
+    let events = (0..count).map(|n| json_event("Job", &serde_json::json!({ "n": n })));
+    server
+        .streams()
+        .await?
+        .append(append("jobs", None, events.collect()))
+        .await?;
+    Ok(())
+}
+
 fn version(event: &pb::GroupEvent) -> u64 {
     event.event.as_ref().map_or(u64::MAX, |e| e.version)
 }
@@ -138,11 +149,7 @@ async fn until_info(
 async fn a_consumer_acks_nacks_and_gets_parked_events_back_on_replay() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start_in(dir.path()).await?;
-    let mut streams = server.streams().await?;
-    let events = (0..3).map(|n| json_event("Job", &serde_json::json!({ "n": n })));
-    streams
-        .append(append("jobs", None, events.collect()))
-        .await?;
+    append_jobs(&server, 3).await?;
     let mut client = groups(&server).await?;
     let settings = pb::GroupSettings {
         max_retry_count: Some(0),
@@ -383,5 +390,51 @@ async fn bad_group_requests_are_refused_and_change_nothing() -> TestResult {
     assert_eq!(code_of(no_room.map(drop)), Some(Code::InvalidArgument));
     let missing = Consumer::connect(&mut client, "jobs", "nope", 1).await;
     assert_eq!(code_of(missing.map(drop)), Some(Code::NotFound));
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_graceful_restart_resumes_right_after_the_last_ack() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    append_jobs(&server, 5).await?;
+    let mut client = groups(&server).await?;
+    // The default checkpoint settings: nothing is written after only three acks.
+    client
+        .create_group(pb::CreateGroupRequest {
+            target: Some(on_stream("jobs")),
+            group: "workers".to_owned(),
+            filter: None,
+            settings: Some(from_start()),
+        })
+        .await?;
+    let mut consumer = Consumer::connect(&mut client, "jobs", "workers", 10).await?;
+    for _ in 0..3 {
+        let event = consumer.next().await?;
+        consumer.ack(&event).await?;
+    }
+    until_info(&mut client, "jobs", "workers", |info| {
+        info.consumers.first().is_some_and(|c| c.acked == 3)
+    })
+    .await?;
+    assert_eq!(
+        info(&mut client, "jobs", "workers")
+            .await?
+            .last_checkpointed,
+        None
+    );
+    drop(consumer);
+    server.stop().await?;
+
+    let server = TestServer::start_in(dir.path()).await?;
+    let mut client = groups(&server).await?;
+    assert_eq!(
+        info(&mut client, "jobs", "workers")
+            .await?
+            .last_checkpointed,
+        Some(2)
+    );
+    let mut consumer = Consumer::connect(&mut client, "jobs", "workers", 10).await?;
+    assert_eq!(version(&consumer.next().await?), 3);
     server.stop().await
 }

@@ -325,3 +325,38 @@ async fn a_consumer_that_goes_away_hands_its_events_to_another() -> TestResult {
     }
     server.stop().await
 }
+
+#[tokio::test]
+async fn a_stop_nack_takes_the_consumer_out_but_keeps_its_call_for_acks() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let client = client(&server, "esdb")?;
+    client
+        .append_to_stream("jobs", &AppendToStreamOptions::default(), numbered(0, 3))
+        .await?;
+    let options = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+    client
+        .create_persistent_subscription("jobs", "pool", &options)
+        .await?;
+    let mut stopping = subscribe(&client, "jobs", "pool", 2).await?;
+    let (first, _) = next(&mut stopping).await?;
+    let (second, _) = next(&mut stopping).await?;
+    stopping
+        .nack(&first, NakAction::Stop, "shutting down")
+        .await?;
+    // Still acked through the same call.
+    stopping.ack(&second).await?;
+    let info = until_info(&client, "jobs", "pool", |info| {
+        info.stats.total_in_flight_messages == 0
+    })
+    .await?;
+    assert_eq!(info.connections.len(), 1);
+    let mut taking_over = subscribe(&client, "jobs", "pool", 10).await?;
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let (event, retry_count) = next(&mut taking_over).await?;
+        taken.push((n_of(&event)?, retry_count));
+    }
+    assert_eq!(taken, [(0, 1), (2, 0)]);
+    server.stop().await
+}

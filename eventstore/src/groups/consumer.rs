@@ -1,9 +1,13 @@
 //! A consumer's side of a group: the stream of events it is handed, and the handle it acks
-//! and nacks them through. Both talk to the group's task (`task.rs`) over its command
-//! channel, which is bounded: a consumer sending acks faster than the task takes them waits.
+//! and nacks them through. Events arrive over a channel of the consumer's own, bounded at
+//! twice its capacity; acks, nacks and the rest go to the group's task (`task.rs`) over the
+//! task's command channel, also bounded: a consumer sending acks faster than the task takes
+//! them waits.
 //!
-//! Invariant: dropping a [`GroupConsumer`] always tells the task, so what it had in flight
-//! goes to the group's other consumers at once rather than at its message timeout.
+//! Invariant: dropping a [`GroupConsumer`] tells the task (within a Tokio runtime, even when
+//! the command channel is full), so what it had in flight goes to the group's other
+//! consumers at once rather than at its message timeout; the task also notices a consumer
+//! whose channel has closed when it next delivers to it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -52,6 +56,16 @@ impl GroupAcks {
         .await
     }
 
+    /// Takes this consumer out of the group's dispatching: it gets no more events, and may
+    /// still ack and nack the ones it holds.
+    ///
+    /// # Errors
+    /// [`Error::GroupDropped`] if the group has stopped.
+    pub async fn stop_receiving(&self) -> Result<()> {
+        let consumer = self.consumer;
+        self.send(Command::StopReceiving { consumer }).await
+    }
+
     async fn send(&self, command: Command) -> Result<()> {
         self.commands
             .send(command)
@@ -69,7 +83,7 @@ impl GroupAcks {
 /// goes to the group's other consumers.
 #[derive(Debug)]
 pub struct GroupConsumer {
-    pub(crate) events: mpsc::UnboundedReceiver<Result<GroupEvent>>,
+    pub(crate) events: mpsc::Receiver<Result<GroupEvent>>,
     pub(crate) acks: GroupAcks,
 }
 
@@ -143,11 +157,17 @@ pub(crate) enum Command {
         ids: Vec<Uuid>,
         action: NackAction,
     },
+    StopReceiving {
+        consumer: ConsumerId,
+    },
     Disconnect {
         consumer: ConsumerId,
     },
     Info {
         reply: oneshot::Sender<GroupInfo>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<()>>,
     },
     ReplayParked {
         limit: Option<u64>,

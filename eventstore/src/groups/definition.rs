@@ -24,6 +24,13 @@ use crate::format::{
 };
 use crate::store::EventStore;
 
+/// Parked records deleted per engine batch when a group is deleted.
+const PARKED_DELETE_BATCH: usize = 10_000;
+
+/// The longest message timeout or checkpoint interval: what KurrentDB's wire carries, 2^31 - 1
+/// milliseconds (about 24.8 days).
+const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// What a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GroupTarget {
@@ -149,6 +156,12 @@ impl GroupSettings {
         if self.message_timeout.is_zero() {
             return invalid("message_timeout", "must be above zero");
         }
+        if self.message_timeout > MAX_DURATION {
+            return invalid("message_timeout", "must be at most 2^31 - 1 milliseconds");
+        }
+        if self.checkpoint_after > MAX_DURATION {
+            return invalid("checkpoint_after", "must be at most 2^31 - 1 milliseconds");
+        }
         Ok(())
     }
 }
@@ -187,8 +200,9 @@ impl EventStore {
 
     /// Replaces the settings (and, for `$all`, the filter) of the group `name` on `target`.
     /// Its consumers are disconnected (with [`Error::GroupDropped`]) and reconnect to the
-    /// group as updated, which resumes from its checkpoint: the new `start` applies only to
-    /// a group that has none.
+    /// group as updated, which resumes from its checkpoint. Where a group starts is fixed
+    /// when it is created (its first checkpoint is written then), so an update's `start` is
+    /// recorded but moves nothing.
     ///
     /// # Errors
     /// [`Error::GroupNotFound`]; otherwise as [`EventStore::create_group`].
@@ -218,14 +232,27 @@ impl EventStore {
         let mut batch = WriteBatch::new();
         batch.delete(group_key(target, name));
         batch.delete(checkpoint_key(target, name));
-        for key in self
+        self.shared.engine.write(batch)?;
+        self.delete_parked(target, name)
+    }
+
+    /// Deletes the parked records of the group `name` on `target`, a bounded batch at a
+    /// time, so that no number of them makes a batch too large. A crash part way leaves the
+    /// rest, which the next create of that group deletes before it writes anything.
+    fn delete_parked(&self, target: &GroupTarget, name: &str) -> Result<()> {
+        let keys: Vec<Vec<u8>> = self
             .shared
             .engine
             .keys_with_prefix(&parked_key_prefix(target, name))
-        {
-            batch.delete(key);
+            .collect();
+        for chunk in keys.chunks(PARKED_DELETE_BATCH) {
+            let mut batch = WriteBatch::new();
+            for key in chunk {
+                batch.delete(key);
+            }
+            self.shared.engine.write(batch)?;
         }
-        Ok(self.shared.engine.write(batch)?)
+        Ok(())
     }
 
     /// The group `name` on `target`, if it exists.
@@ -364,6 +391,8 @@ impl EventStore {
                 .runtimes
                 .stop(target, group, "the group was updated");
         } else {
+            // Records a deleted group of this name left behind are not this group's.
+            self.delete_parked(target, group)?;
             // Where it starts is fixed now: `End` is the end as of its creation.
             let start = self.start_key(&definition)?;
             batch.put(checkpoint_key(target, group), encode_checkpoint(start));

@@ -200,7 +200,7 @@ impl Dispatcher {
             .collect();
         let mut returned = Vec::new();
         for event_id in ids {
-            while let Some(entry) = self.take_in_flight(id, event_id, false) {
+            while let Some(entry) = self.take_in_flight(id, event_id) {
                 returned.push(entry);
             }
         }
@@ -214,6 +214,15 @@ impl Dispatcher {
         for message in again.into_iter().rev() {
             self.retries.push_front(message);
         }
+    }
+
+    /// The consumer gets nothing more, keeping what it has in flight; the streams pinned to
+    /// it go to the others.
+    pub(crate) fn stop_receiving(&mut self, id: ConsumerId) {
+        if let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == id) {
+            consumer.capacity = 0;
+        }
+        self.pins.retain(|_, owner| *owner != id);
     }
 
     pub(crate) fn consumers(&self) -> &[ConsumerState] {
@@ -406,23 +415,14 @@ impl Dispatcher {
         owner
     }
 
-    /// Takes the in-flight entry of `event_id`, preferring `consumer`'s; any consumer's
-    /// when `any` (an ack may come from a consumer the event was taken from on a timeout).
-    fn take_in_flight(
-        &mut self,
-        consumer: ConsumerId,
-        event_id: Uuid,
-        any: bool,
-    ) -> Option<InFlight> {
-        let entries = self.in_flight.get(&event_id)?;
-        let index = entries
+    /// Takes `consumer`'s in-flight entry of `event_id`, the first delivered if it holds
+    /// two (possible in `$all`).
+    fn take_in_flight(&mut self, consumer: ConsumerId, event_id: Uuid) -> Option<InFlight> {
+        let index = self
+            .in_flight
+            .get(&event_id)?
             .iter()
-            .position(|entry| entry.consumer == consumer)
-            .or(if any && !entries.is_empty() {
-                Some(0)
-            } else {
-                None
-            })?;
+            .position(|entry| entry.consumer == consumer)?;
         Some(self.take_entry(event_id, index))
     }
 
@@ -453,11 +453,13 @@ impl Dispatcher {
         entry
     }
 
-    /// The consumer acknowledges these events: they are finished. Ids not in flight are
-    /// ignored (an ack after a timeout moved the event on).
+    /// The consumer acknowledges these events: they are finished. Ids not in flight to this
+    /// consumer are ignored: an ack that comes after a timeout took the event to another
+    /// consumer must not finish that delivery, which may even be of another event with the
+    /// same id.
     pub(crate) fn ack(&mut self, consumer: ConsumerId, ids: &[Uuid]) {
         for id in ids {
-            if let Some(entry) = self.take_in_flight(consumer, *id, true) {
+            if let Some(entry) = self.take_in_flight(consumer, *id) {
                 if let Some(state) = self.consumers.iter_mut().find(|c| c.id == consumer) {
                     state.acked += 1;
                 }
@@ -469,7 +471,7 @@ impl Dispatcher {
     /// The consumer could not handle these events.
     pub(crate) fn nack(&mut self, consumer: ConsumerId, ids: &[Uuid], action: NackAction) {
         for id in ids {
-            let Some(entry) = self.take_in_flight(consumer, *id, true) else {
+            let Some(entry) = self.take_in_flight(consumer, *id) else {
                 continue;
             };
             if let Some(state) = self.consumers.iter_mut().find(|c| c.id == consumer) {

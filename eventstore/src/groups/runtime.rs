@@ -3,9 +3,9 @@
 //!
 //! A group's task (`task.rs`) starts when a call first needs it and runs until the group is
 //! deleted, updated or restarted, its source fails, or the store goes away. Invariants:
-//! - At most one task runs per group: tasks start under the lock that orders creates,
-//!   updates and deletes, after reading the definition, so a task never starts on a
-//!   definition already replaced or deleted.
+//! - At most one live task runs per group (a stopped one may still be finishing): tasks
+//!   start under the lock that orders creates, updates and deletes, after reading the
+//!   definition, so a task never starts on a definition already replaced or deleted.
 //! - Each task writes its group's checkpoint and parked records only while its `live` flag
 //!   is set. Deleting, updating or restarting a group clears the flag under the flag's lock,
 //!   so once that call returns no write of the stopped task can land after it (a deleted
@@ -119,6 +119,20 @@ impl Runtimes {
         }
     }
 
+    /// Removes the group's entry if `stale` holds of it.
+    pub(crate) fn forget(
+        &self,
+        target: &GroupTarget,
+        name: &str,
+        stale: impl FnOnce(&RunningGroup) -> bool,
+    ) {
+        let mut running = self.running.lock();
+        let key = (target.clone(), name.to_owned());
+        if running.get(&key).is_some_and(stale) {
+            running.remove(&key);
+        }
+    }
+
     /// Stops every running group.
     pub(crate) fn stop_all(&self, reason: &'static str) {
         let running = std::mem::take(&mut *self.running.lock());
@@ -158,14 +172,22 @@ impl EventStore {
                 reason: "must be at least 1",
             });
         }
-        let (reply, connected) = oneshot::channel();
-        let connect = Command::Connect {
-            name: consumer.to_owned(),
-            capacity,
-            reply,
-        };
-        self.send_to_group(target, name, connect).await?;
-        connected.await.map_err(|_| dropped(target, name))?
+        // A connect queued behind an update, a delete or a restart is refused by the task
+        // that stopped: it is tried once more, against the group as it is now.
+        let mut retried = false;
+        loop {
+            let (reply, connected) = oneshot::channel();
+            let connect = Command::Connect {
+                name: consumer.to_owned(),
+                capacity,
+                reply,
+            };
+            self.send_to_group(target, name, connect).await?;
+            match connected.await.map_err(|_| dropped(target, name))? {
+                Err(Error::GroupDropped { .. }) if !retried => retried = true,
+                connected => return connected,
+            }
+        }
     }
 
     /// The state of the group `name` on `target`.
@@ -189,8 +211,11 @@ impl EventStore {
     }
 
     /// Delivers the group's parked messages again (at most `limit` of them, oldest first),
-    /// returning how many. A replayed message's parked record goes once it is acked,
-    /// skipped or parked again, so a crash before then replays it again later.
+    /// returning how many were queued; those already being replayed are not queued twice.
+    /// They are read back a live buffer's worth at a time as the consumers make room, and
+    /// delivered before new events. A replayed message's parked record goes once it is acked,
+    /// skipped or parked again, so a crash before then replays it again later; one whose
+    /// event has since been deleted is dropped.
     ///
     /// Must be called within a Tokio runtime.
     ///
@@ -207,6 +232,36 @@ impl EventStore {
         self.send_to_group(target, name, Command::ReplayParked { limit, reply })
             .await?;
         replayed.await.map_err(|_| dropped(target, name))?
+    }
+
+    /// Writes the checkpoint of every running group that has moved since its last, so that a
+    /// store closed after this call resumes each group where its consumers are: what they
+    /// acked before it is not delivered again. The groups keep running. A server calls this
+    /// once its consumers' calls have ended, just before it closes the store.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] if a write fails (the first failure; every group is tried).
+    pub async fn checkpoint_groups(&self) -> Result<()> {
+        let running: Vec<mpsc::Sender<Command>> = self
+            .shared
+            .runtimes
+            .running
+            .lock()
+            .values()
+            .map(|group| group.commands.clone())
+            .collect();
+        let mut first_failure = Ok(());
+        for commands in running {
+            let (reply, written) = oneshot::channel();
+            // A group that stopped meanwhile has nothing to write.
+            if commands.send(Command::Flush { reply }).await.is_ok()
+                && let Ok(Err(error)) = written.await
+                && first_failure.is_ok()
+            {
+                first_failure = Err(error);
+            }
+        }
+        first_failure
     }
 
     /// Restarts every running group: their consumers are disconnected (with
@@ -234,15 +289,34 @@ impl EventStore {
         let commands = if let Some(commands) = self.running_group(target, name) {
             commands
         } else {
-            let store = self.clone();
-            let (target, name) = (target.clone(), name.to_owned());
-            let runtime = tokio::runtime::Handle::current();
-            blocking(move || store.start_group(&target, &name, &runtime)).await?
+            self.start_group_blocking(target, name).await?
         };
-        commands
-            .send(command)
-            .await
-            .map_err(|_| dropped(target, name))
+        match commands.send(command).await {
+            Ok(()) => Ok(()),
+            // The task ended without leaving the registry (it panicked): its entry goes, and
+            // a new task takes the command.
+            Err(mpsc::error::SendError(command)) => {
+                self.shared.runtimes.forget(target, name, |running| {
+                    running.commands.same_channel(&commands)
+                });
+                self.start_group_blocking(target, name)
+                    .await?
+                    .send(command)
+                    .await
+                    .map_err(|_| dropped(target, name))
+            }
+        }
+    }
+
+    async fn start_group_blocking(
+        &self,
+        target: &GroupTarget,
+        name: &str,
+    ) -> Result<mpsc::Sender<Command>> {
+        let store = self.clone();
+        let (target, name) = (target.clone(), name.to_owned());
+        let runtime = tokio::runtime::Handle::current();
+        blocking(move || store.start_group(&target, &name, &runtime)).await
     }
 
     /// Starts the group's task, unless another call started it first. Reads the definition
@@ -271,7 +345,7 @@ impl EventStore {
         );
         let task = GroupTask {
             shared: Arc::downgrade(&self.shared),
-            commands: commands.clone(),
+            commands: commands.downgrade(),
             live,
             definition,
         };

@@ -7,13 +7,17 @@
 //!   (`q` keys), and writes them only while its `live` flag is set (see `runtime.rs`).
 //! - A checkpoint is written only after the parks below it are durable: the dispatcher
 //!   counts a parked message as finished only when told the park is on disk.
-//! - Each consumer's channel is unbounded, but holds at most its capacity of messages in
-//!   flight, plus the ones a timeout took back while still unread; a message is retried at
-//!   most `max_retry_count` times, so that is bounded too.
+//! - Each consumer's channel holds at most twice its capacity: what it has in flight, and as
+//!   much again that a timeout took back while still unread. A consumer whose channel is
+//!   full has not read for a whole message timeout: it is disconnected, and what it held goes
+//!   to the others.
+//! - The task holds no sender of its own command channel, only a weak one for the consumers
+//!   it connects: once the store's registry and every consumer let go, the channel closes
+//!   and the task ends.
 //! - The source is read only while the buffer of undelivered events has room: a group whose
 //!   consumers lag holds at most a buffer's worth, and the store's subscription waits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -70,13 +74,13 @@ enum Stopped {
 
 /// A consumer's channel and when it connected.
 struct Connected {
-    events: mpsc::UnboundedSender<Result<GroupEvent>>,
+    events: mpsc::Sender<Result<GroupEvent>>,
     since: Instant,
 }
 
 pub(crate) struct GroupTask {
     pub(crate) shared: Weak<Shared>,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::WeakSender<Command>,
     pub(crate) live: Arc<Mutex<bool>>,
     pub(crate) definition: GroupDefinition,
 }
@@ -93,7 +97,10 @@ struct GroupState {
     /// Parked records not yet replayed or being replayed, and the next record's number.
     parked: HashSet<u64>,
     next_record: u64,
+    /// Parked records queued for replay or being replayed.
     replaying: HashSet<u64>,
+    /// Parked records queued for replay and not yet read back, oldest first.
+    replay_queue: VecDeque<u64>,
 }
 
 impl GroupTask {
@@ -104,14 +111,11 @@ impl GroupTask {
     pub(crate) async fn run(self, mut commands: mpsc::Receiver<Command>) {
         let stopped = self.serve(&mut commands).await;
         if let Some(store) = self.store() {
-            let mut running = store.shared.runtimes.running.lock();
-            let key = (self.definition.target.clone(), self.definition.name.clone());
-            if running
-                .get(&key)
-                .is_some_and(|group| Arc::ptr_eq(&group.live, &self.live))
-            {
-                running.remove(&key);
-            }
+            store.shared.runtimes.forget(
+                &self.definition.target,
+                &self.definition.name,
+                |running| Arc::ptr_eq(&running.live, &self.live),
+            );
         }
         // Whoever is still waiting to connect hears why the group stopped.
         commands.close();
@@ -128,12 +132,13 @@ impl GroupTask {
             return Stopped::StoreGone;
         };
         let definition = self.definition.clone();
-        let started = {
-            let store = store.clone();
-            blocking(move || store.group_progress(&definition)).await
-        }
-        .and_then(|progress| Ok((self.open_source(&store, progress.checkpoint)?, progress)));
-        drop(store);
+        // Both read the disk (the checkpoint, the parked records, a stream's head).
+        let started = blocking(move || {
+            let progress = store.group_progress(&definition)?;
+            let source = open_source(&store, &definition, progress.checkpoint)?;
+            Ok((source, progress))
+        })
+        .await;
         let (mut source, progress) = match started {
             Ok(started) => started,
             Err(error) => return Stopped::Failed(error),
@@ -154,6 +159,7 @@ impl GroupTask {
             next_record: progress.parked.last().map_or(0, |last| last + 1),
             parked: progress.parked.into_iter().collect(),
             replaying: HashSet::new(),
+            replay_queue: VecDeque::new(),
         };
         let stopped = match self.serve_loop(&mut state, &mut source, commands).await {
             Ok(stopped) => stopped,
@@ -163,7 +169,7 @@ impl GroupTask {
             tracing::warn!(group = %self.definition.name, %error, "persistent subscription group stopped");
         }
         for connected in state.consumers.values() {
-            let _ = connected.events.send(Err(self.stop_error(&stopped)));
+            let _ = connected.events.try_send(Err(self.stop_error(&stopped)));
         }
         stopped
     }
@@ -240,29 +246,6 @@ impl GroupTask {
         }
     }
 
-    fn open_source(&self, store: &EventStore, checkpoint: u64) -> Result<Subscription> {
-        Ok(match &self.definition.target {
-            GroupTarget::Stream(stream) => {
-                let from = match checkpoint.checked_sub(1) {
-                    None => SubscribeFrom::Start,
-                    Some(last) => SubscribeFrom::After(StreamVersion(last)),
-                };
-                store.subscribe_stream(stream, from)?
-            }
-            GroupTarget::All => {
-                let from = match checkpoint.checked_sub(1) {
-                    None => SubscribeFrom::Start,
-                    Some(last) => SubscribeFrom::After(Position(last)),
-                };
-                store.subscribe_all_with_checkpoints(
-                    from,
-                    self.definition.filter.clone(),
-                    EXAMINED_EVERY,
-                )
-            }
-        })
-    }
-
     fn take_source(&self, state: &mut GroupState, message: SubscriptionMessage) {
         match message {
             SubscriptionMessage::Event(event) => {
@@ -315,6 +298,7 @@ impl GroupTask {
     /// Carries out what the dispatcher decided: parks, deliveries, forgotten replays, a
     /// checkpoint when one is due.
     async fn settle(&self, state: &mut GroupState) -> Result<()> {
+        self.replay_some(state).await?;
         let to_park = state.dispatcher.take_to_park();
         if !to_park.is_empty() {
             self.park(state, to_park).await?;
@@ -327,14 +311,16 @@ impl GroupTask {
                 .is_some_and(|connected| {
                     connected
                         .events
-                        .send(Ok(GroupEvent {
+                        .try_send(Ok(GroupEvent {
                             event: delivery.event,
                             retry_count: delivery.retry_count,
                         }))
                         .is_ok()
                 });
             if !sent {
-                // Gone without its disconnect taken yet: what it holds goes to the others.
+                // Gone without its disconnect taken yet, or not reading for a whole message
+                // timeout: it is disconnected (its channel closes), and what it holds goes to
+                // the others.
                 state.consumers.remove(&delivery.consumer);
                 state.dispatcher.remove_consumer(delivery.consumer);
             }
@@ -351,15 +337,24 @@ impl GroupTask {
             self.write(batch).await?;
         }
         if self.checkpoint_due(state, now) {
-            let checkpoint = state.dispatcher.checkpoint();
-            let key = checkpoint_key(&self.definition.target, &self.definition.name);
-            let mut batch = WriteBatch::new();
-            batch.put(key, encode_checkpoint(checkpoint));
-            self.write(batch).await?;
-            state.checkpointed = checkpoint;
-            state.checkpointed_at = now;
-            state.dispatcher.checkpointed();
+            self.write_checkpoint(state, now).await?;
         }
+        Ok(())
+    }
+
+    /// Writes the checkpoint if it has moved since the last one written.
+    async fn write_checkpoint(&self, state: &mut GroupState, now: Instant) -> Result<()> {
+        let checkpoint = state.dispatcher.checkpoint();
+        if checkpoint <= state.checkpointed {
+            return Ok(());
+        }
+        let key = checkpoint_key(&self.definition.target, &self.definition.name);
+        let mut batch = WriteBatch::new();
+        batch.put(key, encode_checkpoint(checkpoint));
+        self.write(batch).await?;
+        state.checkpointed = checkpoint;
+        state.checkpointed_at = now;
+        state.dispatcher.checkpointed();
         Ok(())
     }
 
@@ -446,14 +441,18 @@ impl GroupTask {
                     }));
                     return Ok(None);
                 }
+                // The registry's sender is alive while this command is handled.
+                let Some(commands) = self.commands.upgrade() else {
+                    return Ok(Some("it was stopped"));
+                };
                 let id = ConsumerId(state.next_consumer);
                 state.next_consumer += 1;
-                let (events, receiver) = mpsc::unbounded_channel();
+                let (events, receiver) = mpsc::channel(2 * capacity as usize);
                 let consumer = GroupConsumer {
                     events: receiver,
                     acks: GroupAcks {
                         consumer: id,
-                        commands: self.commands.clone(),
+                        commands,
                         target: self.definition.target.clone(),
                         group: self.definition.name.clone(),
                     },
@@ -475,6 +474,7 @@ impl GroupTask {
                 ids,
                 action,
             } => state.dispatcher.nack(consumer, &ids, action),
+            Command::StopReceiving { consumer } => state.dispatcher.stop_receiving(consumer),
             Command::Disconnect { consumer } => {
                 state.consumers.remove(&consumer);
                 state.dispatcher.remove_consumer(consumer);
@@ -482,9 +482,11 @@ impl GroupTask {
             Command::Info { reply } => {
                 let _ = reply.send(self.info(state));
             }
+            Command::Flush { reply } => {
+                let _ = reply.send(self.write_checkpoint(state, Instant::now()).await);
+            }
             Command::ReplayParked { limit, reply } => {
-                let replayed = self.replay(state, limit).await;
-                let _ = reply.send(replayed);
+                let _ = reply.send(Ok(Self::queue_replay(state, limit)));
             }
             Command::Stop { reason } => return Ok(Some(reason)),
         }
@@ -493,10 +495,9 @@ impl GroupTask {
 
     /// Reads parked messages back into the dispatcher, oldest first; those whose event has
     /// since been deleted are forgotten.
-    async fn replay(&self, state: &mut GroupState, limit: Option<u64>) -> Result<u64> {
-        let Some(store) = self.store() else {
-            return Ok(0);
-        };
+    /// Queues parked records for replay, oldest first, leaving out those already queued or
+    /// being replayed; returns how many were queued.
+    fn queue_replay(state: &mut GroupState, limit: Option<u64>) -> u64 {
         let mut records: Vec<u64> = state
             .parked
             .iter()
@@ -507,36 +508,57 @@ impl GroupTask {
         if let Some(limit) = limit {
             records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         }
+        state.replaying.extend(&records);
+        state.replay_queue.extend(&records);
+        records.len() as u64
+    }
+
+    /// Reads the next queued parked records back into the dispatcher while its retries have
+    /// room (a live buffer's worth), so a long replay never holds more than that in memory.
+    /// Records whose event has since been deleted are forgotten.
+    async fn replay_some(&self, state: &mut GroupState) -> Result<()> {
+        let room = (self.definition.settings.live_buffer_size as usize)
+            .saturating_sub(state.dispatcher.retry_len());
+        if state.replay_queue.is_empty() || room == 0 {
+            return Ok(());
+        }
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let count = room.min(state.replay_queue.len());
+        let records: Vec<u64> = state.replay_queue.drain(..count).collect();
         let prefix = parked_key_prefix(&self.definition.target, &self.definition.name);
         let found = blocking(move || {
             let mut found = Vec::with_capacity(records.len());
             for record in records {
                 let key = parked_key(&prefix, record);
-                let Some(value) = store.shared.engine.get(&key)? else {
-                    continue;
+                let event = match store.shared.engine.get(&key)? {
+                    Some(value) => {
+                        let parked: ParkedRecord =
+                            serde_json::from_slice(&value).map_err(|_| {
+                                corrupt(&key, "a parked message record that does not decode")
+                            })?;
+                        store.parked_event(&parked)?
+                    }
+                    None => None,
                 };
-                let parked: ParkedRecord = serde_json::from_slice(&value)
-                    .map_err(|_| corrupt(&key, "a parked message record that does not decode"))?;
-                found.push((record, store.parked_event(&parked)?));
+                found.push((record, event));
             }
             Ok(found)
         })
         .await?;
-        let mut replayed = 0;
         let mut gone = WriteBatch::new();
         let prefix = parked_key_prefix(&self.definition.target, &self.definition.name);
         for (record, event) in found {
             if let Some(event) = event {
-                state.replaying.insert(record);
                 state.dispatcher.push_replay(Arc::new(event), record);
-                replayed += 1;
             } else {
                 gone.delete(parked_key(&prefix, record));
                 state.parked.remove(&record);
+                state.replaying.remove(&record);
             }
         }
-        self.write(gone).await?;
-        Ok(replayed)
+        self.write(gone).await
     }
 
     fn info(&self, state: &GroupState) -> GroupInfo {
@@ -598,10 +620,38 @@ impl EventStore {
             Err(error) => return Err(error),
         };
         match events.next().transpose()? {
-            Some(event) if event.version.0 == parked.version => Ok(Some(event)),
+            Some(event)
+                if event.version.0 == parked.version && event.position.0 == parked.position =>
+            {
+                Ok(Some(event))
+            }
             _ => Ok(None),
         }
     }
+}
+
+/// The group's source: a catch-up subscription from its checkpoint.
+fn open_source(
+    store: &EventStore,
+    definition: &GroupDefinition,
+    checkpoint: u64,
+) -> Result<Subscription> {
+    Ok(match &definition.target {
+        GroupTarget::Stream(stream) => {
+            let from = match checkpoint.checked_sub(1) {
+                None => SubscribeFrom::Start,
+                Some(last) => SubscribeFrom::After(StreamVersion(last)),
+            };
+            store.subscribe_stream(stream, from)?
+        }
+        GroupTarget::All => {
+            let from = match checkpoint.checked_sub(1) {
+                None => SubscribeFrom::Start,
+                Some(last) => SubscribeFrom::After(Position(last)),
+            };
+            store.subscribe_all_with_checkpoints(from, definition.filter.clone(), EXAMINED_EVERY)
+        }
+    })
 }
 
 async fn sleep_until(wake: Option<Instant>) {

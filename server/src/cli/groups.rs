@@ -4,9 +4,9 @@
 //! JSON line and acking it (or nacking it, to try things out).
 //!
 //! This module owns how the group commands' arguments become requests and how their answers
-//! print; every rule about groups (valid settings, defaults, names) is the server's. What the
-//! server cannot tell from the request is checked here before connecting: filters on a
-//! stream group (which the server would ignore) and `--from` and buffer syntax.
+//! print; every rule about groups (valid settings, defaults, names) is the server's. Arguments
+//! are checked here before connecting where they can be: filters on a stream group (which
+//! the server refuses too) and `--from` and buffer syntax.
 
 use std::str::FromStr;
 

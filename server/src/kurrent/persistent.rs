@@ -4,10 +4,12 @@
 //! What a KurrentDB client relies on:
 //! - `Read` is bidirectional: the first request names the group and the consumer's buffer
 //!   size; the answer starts with a confirmation (`<stream>::<group>`), then events with
-//!   their retry counts. Acks and nacks name events by id, in either id form or as the legacy
-//!   `bytes` field (16 raw bytes or the text form).
-//! - A nack's `Unknown` is a retry; `Stop` retries the events named and ends this consumer's
-//!   call, as does a `Stop` request or the client closing its side.
+//!   their retry counts. Acks and nacks name events by id, in either id form.
+//! - A nack's `Unknown` is a retry; `Stop` retries the events named and takes the consumer
+//!   out of the group, as a `Stop` request does: it gets no more events, and its call stays
+//!   open for acks and nacks of what it holds.
+//! - A call the server ends (the group dropped the consumer, the server shuts down) ends with
+//!   an error status, never a plain end, which the clients do not expect.
 //! - Settings are checked as the event store checks them; a negative count is refused here,
 //!   naming the field. Durations come as milliseconds or as ticks (100 ns).
 //! - `GetInfo` and `List` positions are revisions for a stream group and `C:<commit>/P:<prepare>`
@@ -353,26 +355,12 @@ fn decode_update(request: pb::UpdateReq) -> Result<(GroupTarget, String, GroupSe
     Ok((target, options.group_name, wire.into_settings(start)?))
 }
 
-/// The ids of an ack or nack: the repeated field in either form, and the legacy bytes.
-fn acked_ids(legacy: &[u8], ids: Vec<shared::Uuid>) -> Result<Vec<uuid::Uuid>, Status> {
-    let mut decoded = Vec::with_capacity(ids.len() + 1);
-    if !legacy.is_empty() {
-        let id = uuid::Uuid::from_slice(legacy)
-            .ok()
-            .or_else(|| {
-                std::str::from_utf8(legacy)
-                    .ok()
-                    .and_then(|text| uuid::Uuid::parse_str(text).ok())
-            })
-            .ok_or_else(|| {
-                Status::invalid_argument("the acknowledged id is neither 16 bytes nor a UUID")
-            })?;
-        decoded.push(id);
-    }
-    for id in ids {
-        decoded.push(convert::store_id(Some(id), "an acknowledged event id")?);
-    }
-    Ok(decoded)
+/// The ids of an ack or nack, in either form. The message's `bytes id` is the subscription
+/// id of the confirmation, which names nothing this call does not already know: it is not read.
+fn acked_ids(ids: Vec<shared::Uuid>) -> Result<Vec<uuid::Uuid>, Status> {
+    ids.into_iter()
+        .map(|id| convert::store_id(Some(id), "an acknowledged event id"))
+        .collect()
 }
 
 fn nack_action(action: i32) -> Result<(NackAction, bool), Status> {
@@ -426,73 +414,107 @@ fn consumer_name<T>(request: &Request<T>) -> String {
         .unwrap_or_default()
 }
 
-/// Serves one consumer: events out, acks and nacks in, until the client stops, the group
-/// drops it, or the server shuts down.
+/// The answer that ends a consumer's call when the group or the server ends it: clients
+/// read a call that ends without an error as impossible, so it always carries one.
+fn consumer_dropped(reason: &str) -> Status {
+    let mut status = Status::aborted(format!("the persistent subscription was dropped: {reason}"));
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from("persistent-subscription-dropped") {
+        status
+            .metadata_mut()
+            .insert(super::errors::EXCEPTION, value);
+    }
+    status
+}
+
+/// Serves one consumer: events out, acks and nacks in, until the client goes, the group
+/// drops it, or the server shuts down. One slot of the answers is reserved from the start for
+/// the status that ends the call, so even a client that stopped reading gets one.
 async fn serve_consumer(
-    mut consumer: GroupConsumer,
-    mut requests: Streaming<pb::ReadReq>,
+    consumer: GroupConsumer,
+    requests: Streaming<pb::ReadReq>,
     sender: mpsc::Sender<Result<pb::ReadResp, Status>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     form: IdForm,
 ) {
+    let Ok(last_word) = sender.clone().reserve_owned().await else {
+        return;
+    };
+    if let Some(status) = consume(consumer, requests, &sender, shutdown, form).await {
+        last_word.send(Err(status));
+    }
+}
+
+/// The loop of [`serve_consumer`]: the status that ends the call, `None` if the client went.
+async fn consume(
+    mut consumer: GroupConsumer,
+    mut requests: Streaming<pb::ReadReq>,
+    sender: &mpsc::Sender<Result<pb::ReadResp, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+    form: IdForm,
+) -> Option<Status> {
     use pb::read_req::Content;
     let acks = consumer.acks();
     loop {
         tokio::select! {
             biased;
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = sender.try_send(Err(Status::unavailable(
+                return Some(Status::unavailable(
                     "the server is shutting down; connect again once it is back",
-                )));
-                return;
+                ));
             }
-            () = sender.closed() => return,
+            () = sender.closed() => return None,
             request = requests.message() => {
                 let handled = match request {
                     Ok(Some(pb::ReadReq { content: Some(Content::Ack(ack)) })) => {
-                        match acked_ids(&ack.id, ack.ids) {
-                            Ok(ids) => acks.ack(ids).await.map_err(failed).map(|()| true),
+                        match acked_ids(ack.ids) {
+                            Ok(ids) => acks.ack(ids).await.map_err(failed),
                             Err(status) => Err(status),
                         }
                     }
                     Ok(Some(pb::ReadReq { content: Some(Content::Nack(nack)) })) => {
-                        match (acked_ids(&nack.id, nack.ids), nack_action(nack.action)) {
+                        match (acked_ids(nack.ids), nack_action(nack.action)) {
                             (Ok(ids), Ok((action, stop))) => {
-                                acks.nack(ids, action).await.map_err(failed).map(|()| !stop)
+                                // Out of the group first, so the retry goes to another.
+                                let stopped = if stop {
+                                    acks.stop_receiving().await
+                                } else {
+                                    Ok(())
+                                };
+                                match stopped {
+                                    Ok(()) => acks.nack(ids, action).await,
+                                    Err(error) => Err(error),
+                                }
+                                .map_err(failed)
                             }
                             (Err(status), _) | (_, Err(status)) => Err(status),
                         }
                     }
+                    // Out of the group, the call open for acks of what it holds.
+                    Ok(Some(pb::ReadReq { content: Some(Content::Stop(_)) })) => {
+                        acks.stop_receiving().await.map_err(failed)
+                    }
                     Ok(Some(pb::ReadReq { content: Some(Content::Options(_)) })) => Err(
                         Status::invalid_argument("the options may be sent only first"),
                     ),
-                    Ok(Some(pb::ReadReq { content: Some(Content::Stop(_)) }) | None) => Ok(false),
                     Ok(Some(pb::ReadReq { content: None })) => {
                         Err(Status::invalid_argument("a request with no content"))
                     }
-                    // The client has gone.
-                    Err(_) => return,
+                    // The client closed its side, or went away.
+                    Ok(None) | Err(_) => return None,
                 };
-                match handled {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(status) => {
-                        let _ = sender.send(Err(status)).await;
-                        return;
+                if let Err(status) = handled {
+                    return Some(status);
+                }
+            }
+            delivered = consumer.next() => match delivered {
+                Some(Ok(delivered)) => {
+                    if sender.send(Ok(read_event(&delivered, form))).await.is_err() {
+                        return None;
                     }
                 }
-            }
-            delivered = consumer.next() => {
-                let answer = match delivered {
-                    Some(Ok(delivered)) => Ok(read_event(&delivered, form)),
-                    Some(Err(error)) => Err(failed(error)),
-                    None => return,
-                };
-                let last = answer.is_err();
-                if sender.send(answer).await.is_err() || last {
-                    return;
-                }
-            }
+                Some(Err(error)) => return Some(failed(error)),
+                None => return Some(consumer_dropped("it did not take its events in time")),
+            },
         }
     }
 }
