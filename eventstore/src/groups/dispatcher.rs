@@ -54,6 +54,9 @@ pub(crate) struct Message {
     pub(crate) origin: Origin,
     /// The consumer it last timed out at: offered to the others first.
     pub(crate) timed_out_at: Option<ConsumerId>,
+    /// Its pin bucket, once a pinned strategy has worked it out (parsing the metadata for a
+    /// correlation id costs too much to repeat each time a full consumer makes it wait).
+    pub(crate) bucket: Option<u64>,
 }
 
 /// What a consumer sent back about an event.
@@ -238,6 +241,7 @@ impl Dispatcher {
             retry_count: 0,
             origin: Origin::Source(key),
             timed_out_at: None,
+            bucket: None,
         });
     }
 
@@ -253,6 +257,7 @@ impl Dispatcher {
             retry_count: 0,
             origin: Origin::Parked(parked),
             timed_out_at: None,
+            bucket: None,
         });
     }
 
@@ -282,10 +287,10 @@ impl Dispatcher {
                 } else {
                     &mut self.fresh
                 };
-                let Some(message) = queue.pop_front() else {
+                let Some(mut message) = queue.pop_front() else {
                     break;
                 };
-                match self.choose(&message) {
+                match self.choose(&mut message) {
                     Choice::To(index) => deliveries.push(self.deliver(index, message, now)),
                     Choice::Later => waiting.push_back(message),
                     Choice::NoRoom => {
@@ -335,7 +340,7 @@ impl Dispatcher {
         consumer.in_flight < consumer.capacity
     }
 
-    fn choose(&mut self, message: &Message) -> Choice {
+    fn choose(&mut self, message: &mut Message) -> Choice {
         let count = self.consumers.len();
         if count == 0 {
             return Choice::NoRoom;
@@ -368,7 +373,9 @@ impl Dispatcher {
                 if !self.consumers.iter().any(Self::has_room) {
                     return Choice::NoRoom;
                 }
-                let bucket = self.bucket(&message.event);
+                let bucket = *message
+                    .bucket
+                    .get_or_insert_with(|| self.bucket(&message.event));
                 let owner = self.owner(bucket);
                 let index = self
                     .consumers
