@@ -178,6 +178,20 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A persistent subscription group that stopped because reading its events or writing its
+    /// checkpoint or parked records failed; `cause` says how. Connecting again starts it
+    /// again.
+    #[error("the group {group:?} on {target} stopped: {cause}")]
+    GroupFailed {
+        /// The group's stream, or `$all`.
+        target: String,
+        /// The group's name.
+        group: String,
+        /// What failed, shared by every consumer told.
+        #[source]
+        cause: std::sync::Arc<Error>,
+    },
+
     /// A group name that cannot be one.
     #[error("invalid group name {name:?}: {reason}")]
     InvalidGroupName {

@@ -471,3 +471,37 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_events_move_on() 
     assert_eq!(held, 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_group_whose_checkpoint_is_corrupt_fails_with_the_cause() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let target = stream("orders");
+    {
+        let store = EventStore::open(dir.path(), options())?;
+        store.create_group(target.clone(), "workers", EventFilter::all(), from_start())?;
+        store.close()?;
+    }
+    {
+        // The checkpoint key of `FORMAT.md`: `c`, `s`, the stream's length, the stream, the
+        // group's name; its value cut short.
+        let engine = caskade_engine::Bitcask::open(dir.path(), caskade_engine::Options::default())?;
+        let mut key = b"cs".to_vec();
+        key.extend_from_slice(&6_u16.to_be_bytes());
+        key.extend_from_slice(b"ordersworkers");
+        assert!(
+            engine.get(&key)?.is_some(),
+            "the checkpoint is where FORMAT.md says"
+        );
+        engine.put(&key, b"\x01")?;
+        engine.close()?;
+    }
+    let store = EventStore::open(dir.path(), options())?;
+    let failed = store.connect_group(&target, "workers", "a", 1).await;
+    match failed {
+        Err(Error::GroupFailed { cause, .. }) => {
+            assert!(matches!(*cause, Error::Corrupt { .. }), "{cause:?}");
+        }
+        other => return Err(format!("expected the corruption, got {other:?}").into()),
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! | wrong expected version | `FAILED_PRECONDITION`, naming the expected and actual versions |
 //! | persistent subscription group with its maximum of consumers | `FAILED_PRECONDITION` |
 //! | a group dropped its consumer (deleted, updated, restarted) | `ABORTED` |
+//! | a group stopped by a failure | the failure's status |
 //! | tombstoned stream, missing persistent subscription group | `NOT_FOUND` |
 //! | invalid input (names, types, JSON, filters, metadata, group names and settings, empty keys, bad ids) | `INVALID_ARGUMENT` |
 //! | over a size limit (stream name, event type, event, append, key, value, batch) | `RESOURCE_EXHAUSTED` |
@@ -60,6 +61,7 @@ pub fn store_status_code(error: &StoreError) -> Code {
         }
         StoreError::Corrupt { .. } => Code::DataLoss,
         StoreError::Engine(engine) => engine_status(engine).code(),
+        StoreError::GroupFailed { cause, .. } => store_status_code(cause),
         _ => Code::Internal,
     }
 }

@@ -69,7 +69,7 @@ enum Stopped {
     /// The store was dropped.
     StoreGone,
     /// Reading the source or writing the group's records failed.
-    Failed(Error),
+    Failed(Arc<Error>),
 }
 
 /// A consumer's channel and when it connected.
@@ -141,7 +141,7 @@ impl GroupTask {
         .await;
         let (mut source, progress) = match started {
             Ok(started) => started,
-            Err(error) => return Stopped::Failed(error),
+            Err(error) => return Stopped::Failed(Arc::new(error)),
         };
         let settings = &self.definition.settings;
         let mut state = GroupState {
@@ -163,7 +163,7 @@ impl GroupTask {
         };
         let stopped = match self.serve_loop(&mut state, &mut source, commands).await {
             Ok(stopped) => stopped,
-            Err(error) => Stopped::Failed(error),
+            Err(error) => Stopped::Failed(Arc::new(error)),
         };
         if let Stopped::Failed(error) = &stopped {
             tracing::warn!(group = %self.definition.name, %error, "persistent subscription group stopped");
@@ -179,12 +179,18 @@ impl GroupTask {
         let reason = match stopped {
             Stopped::Asked(reason) => reason,
             Stopped::StoreGone => "the store has closed",
-            Stopped::Failed(Error::StreamDeleted { stream }) => {
-                return Error::StreamDeleted {
-                    stream: stream.clone(),
+            Stopped::Failed(cause) => {
+                if let Error::StreamDeleted { stream } = &**cause {
+                    return Error::StreamDeleted {
+                        stream: stream.clone(),
+                    };
+                }
+                return Error::GroupFailed {
+                    target: target_name(&self.definition.target),
+                    group: self.definition.name.clone(),
+                    cause: Arc::clone(cause),
                 };
             }
-            Stopped::Failed(_) => "reading its events failed",
         };
         Error::GroupDropped {
             target: target_name(&self.definition.target),
