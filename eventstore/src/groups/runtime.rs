@@ -266,7 +266,8 @@ impl EventStore {
 
     /// Restarts every running group: their consumers are disconnected (with
     /// [`Error::GroupDropped`]) and what they had not acked since the last checkpoint will
-    /// be delivered again when consumers reconnect.
+    /// be delivered again when consumers reconnect. Blocks while a group's checkpoint or park
+    /// is being written (one sync at most per group): call it off the async workers.
     pub fn restart_groups(&self) {
         let _ordered = self.shared.groups.lock();
         self.shared.runtimes.stop_all("the groups were restarted");
