@@ -360,3 +360,76 @@ async fn a_stop_nack_takes_the_consumer_out_but_keeps_its_call_for_acks() -> Tes
     assert_eq!(taken, [(0, 1), (2, 0)]);
     server.stop().await
 }
+
+#[tokio::test]
+async fn an_update_changes_the_settings_and_drops_the_consumers() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let client = client(&server, "esdb")?;
+    let created = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+    client
+        .create_persistent_subscription("orders", "workers", &created)
+        .await?;
+    client
+        .append_to_stream("orders", &AppendToStreamOptions::default(), numbered(0, 1))
+        .await?;
+    let mut subscription = subscribe(&client, "orders", "workers", 10).await?;
+    let (event, _) = next(&mut subscription).await?;
+    subscription.ack(&event).await?;
+    let updated = created
+        .max_retry_count(3)
+        .message_timeout(Duration::from_secs(5))
+        .max_subscriber_count(2)
+        .consumer_strategy_name(SystemConsumerStrategy::DispatchToSingle);
+    client
+        .update_persistent_subscription("orders", "workers", &updated)
+        .await?;
+    let dropped = within("the drop", subscription.next()).await?;
+    assert!(dropped.is_err(), "{dropped:?}");
+    let info = client
+        .get_persistent_subscription_info(
+            "orders",
+            "workers",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await?;
+    let settings = info.settings.ok_or("the info has settings")?;
+    assert_eq!(settings.max_retry_count, 3);
+    assert_eq!(settings.message_timeout, Duration::from_secs(5));
+    assert_eq!(settings.max_subscriber_count, 2);
+    assert_eq!(
+        settings.consumer_strategy_name,
+        SystemConsumerStrategy::DispatchToSingle
+    );
+
+    let all = PersistentSubscriptionToAllOptions::default()
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("invoice-"));
+    client
+        .create_persistent_subscription_to_all("billing", &all)
+        .await?;
+    client
+        .update_persistent_subscription_to_all("billing", &all.max_retry_count(7))
+        .await?;
+    let info = client
+        .get_persistent_subscription_info_to_all(
+            "billing",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await?;
+    assert_eq!(
+        info.settings
+            .ok_or("the info has settings")?
+            .max_retry_count,
+        7
+    );
+
+    let missing = client
+        .update_persistent_subscription("orders", "nobody", &updated)
+        .await
+        .err();
+    assert!(
+        matches!(missing, Some(kurrentdb::Error::ResourceNotFound)),
+        "{missing:?}"
+    );
+    server.stop().await
+}
