@@ -6,6 +6,7 @@
 //! record the caller's [`Interest`] takes. Invariants: it never reads past the file's
 //! published mark (so it sees only what readers may see), and a record it hands out has
 //! passed its checksum. It does not know whether a record is still its key's live value.
+//! It reads through the file's in-order map, whose faults read ahead (see `data_file.rs`).
 
 use crate::data_file::FileId;
 use crate::file_set::FileSet;
@@ -57,7 +58,7 @@ pub(crate) fn read_on<T>(
     let mut offset = cursor.offset;
     let mut records = 0;
     while offset < end && records < max_records {
-        let bytes = file.slice(offset, (end - offset) as usize)?;
+        let bytes = file.bytes().get(offset as usize..end as usize)?;
         let record = peek_record(bytes).ok()?;
         let next = offset + record.len() as u64;
         if record.kind == RecordKind::BatchBegin {

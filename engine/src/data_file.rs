@@ -1,11 +1,22 @@
 //! Data files on disk: their names, the memory maps readers use, appends by the writer.
 //!
-//! A data file is append-only. It is mapped once, read-only and shared, with a mapping as
-//! long as the file may ever grow (`capacity`), so readers never make a syscall and the
-//! mapping never moves. Invariant: nobody reads past `len`, the count of bytes already
-//! handed to the OS, so no access ever touches a page beyond the end of the file (which
-//! would raise `SIGBUS`). Files only shrink at open, in recovery, before they are mapped;
-//! the directory lock keeps other Caskade processes from truncating them.
+//! A data file is append-only. It is mapped read-only and shared, with mappings as long as
+//! the file may ever grow (`capacity`), so readers never make a syscall and the mappings
+//! never move. Invariant: nobody reads past `len`, the count of bytes already handed to the
+//! OS, so no access ever touches a page beyond the end of the file (which would raise
+//! `SIGBUS`). Files only shrink at open, in recovery, before they are mapped; the directory
+//! lock keeps other Caskade processes from truncating them.
+//!
+//! Each file is mapped twice, because the kernel's read-ahead advice belongs to a mapping
+//! and the two kinds of reader want opposite advice. Point reads ([`DataFile::point`], a
+//! `get` of one record) go through a map advised `MADV_RANDOM`: a cold fault reads just the
+//! pages the record lies on, where the default read-around would read (and make room for)
+//! pages around it that the next random read does not want, so a cold `get` costs one small
+//! disk read even when the data is far larger than memory. Readers that go through the
+//! file in order ([`DataFile::bytes`]: recovery, merge, hint writing, the offline check, and
+//! `read_on`) use a map with the default advice, whose faults read ahead; hot backup copies
+//! files with `read`, which reads ahead on its own. Both maps share the page cache, so a
+//! page one reader brought in is warm for the other.
 //!
 //! The active file may be longer on disk than `len`: past `len` lies the runway, zeros
 //! written and synced ahead of the writer by [`DataFile::extend_runway`], so that appends
@@ -21,7 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Advice, Mmap, MmapOptions};
 use parking_lot::Mutex;
 
 use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind};
@@ -96,7 +107,10 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(crate) struct DataFile {
     id: FileId,
     file: File,
-    map: Mmap,
+    /// Advised `MADV_RANDOM`, for point reads.
+    point: Mmap,
+    /// The kernel's default advice, for readers that go through the file in order.
+    ordered: Mmap,
     /// Bytes handed to the OS; readers stay below it.
     len: AtomicU64,
     /// End of the last batch published to the keydir (under `SyncPolicy::Always`, made
@@ -121,7 +135,7 @@ pub(crate) struct DataFile {
     has_hint: AtomicBool,
 }
 
-/// Maps `capacity` bytes of `file` for reading.
+/// Maps `capacity` bytes of `file` for reading, with the kernel's default read-ahead.
 #[expect(
     unsafe_code,
     reason = "memory-mapping a file is unsafe; the invariant is stated here"
@@ -187,11 +201,14 @@ impl DataFile {
     }
 
     fn from_file(id: FileId, file: File, len: u64, capacity: u64) -> io::Result<Self> {
-        let map = map(&file, capacity)?;
+        let point = map(&file, capacity)?;
+        point.advise(Advice::Random)?;
+        let ordered = map(&file, capacity)?;
         Ok(DataFile {
             id,
             file,
-            map,
+            point,
+            ordered,
             len: AtomicU64::new(len),
             published: AtomicU64::new(len),
             allocated: AtomicU64::new(len),
@@ -234,18 +251,18 @@ impl DataFile {
 
     /// Largest length this file can grow to while keeping its mapping.
     pub(crate) fn capacity(&self) -> u64 {
-        self.map.len() as u64
+        self.ordered.len() as u64
     }
 
-    /// The readable bytes, header included.
+    /// The readable bytes, header included, for readers that go through them in order.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map[..self.len() as usize]
+        &self.ordered[..self.len() as usize]
     }
 
-    /// `len` bytes at `offset`, or `None` if they are not (yet) readable.
-    pub(crate) fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+    /// `len` bytes at `offset` for a point read, or `None` if they are not (yet) readable.
+    pub(crate) fn point(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let end = offset.checked_add(len as u64)?;
-        (end <= self.len()).then(|| &self.map[offset as usize..end as usize])
+        (end <= self.len()).then(|| &self.point[offset as usize..end as usize])
     }
 
     /// Writes `bytes` at `offset`, which must be the current length, and makes them
@@ -489,12 +506,48 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
         assert_eq!(file.len(), FILE_HEADER_LEN as u64);
-        assert!(file.slice(16, 5).is_none());
+        assert!(file.point(16, 5).is_none());
         file.append(16, b"hello")?;
-        assert_eq!(file.slice(16, 5), Some(&b"hello"[..]));
+        assert_eq!(file.point(16, 5), Some(&b"hello"[..]));
         file.sync()?;
         let reopened = DataFile::open(dir.path(), FileId(1), 21, 21, false)?;
         assert_eq!(&reopened.bytes()[16..], b"hello");
+        Ok(())
+    }
+
+    /// The `VmFlags` of the mapping that holds `address`, from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn vm_flags(address: usize) -> io::Result<Vec<String>> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|first| {
+                let (start, end) = first.split_once('-')?;
+                Some((
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                ))
+            });
+            if let Some((start, end)) = range {
+                inside = (start..end).contains(&address);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return Ok(flags.split_whitespace().map(str::to_owned).collect());
+            }
+        }
+        Err(io::Error::other("no mapping holds the address"))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn point_reads_go_through_a_map_advised_random_and_ordered_reads_do_not() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = DataFile::create(dir.path(), FileId(1), 1 << 20)?;
+        file.append(16, b"hello")?;
+        let point = file.point(16, 5).expect("readable");
+        assert!(vm_flags(point.as_ptr() as usize)?.contains(&"rr".to_owned()));
+        let ordered = &file.bytes()[16..];
+        assert_eq!(ordered, point);
+        assert!(!vm_flags(ordered.as_ptr() as usize)?.contains(&"rr".to_owned()));
         Ok(())
     }
 
@@ -538,7 +591,7 @@ mod tests {
             fs_len(dir.path())?,
             16 + 100_000 + runway_low_water(16 + 100_000)
         );
-        assert_eq!(file.slice(16, big.len()), Some(&big[..]));
+        assert_eq!(file.point(16, big.len()), Some(&big[..]));
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! Point reads: a key's value through the index, checksum-verified.
 //!
-//! A read looks the key up in the index and reads the record through its file's memory map;
-//! a record still in the log's write buffer (under `Interval` and `Never`, where writes are
-//! visible before they reach the OS) is read from the buffer. Invariant: a value handed out
+//! A read looks the key up in the index and reads the record through its file's point map
+//! (advised for random reads, see `data_file.rs`); a record still in the log's write buffer
+//! (under `Interval` and `Never`, where writes are visible before they reach the OS) is read
+//! from the buffer. Invariant: a value handed out
 //! has passed its record's checksum and its record's key is the key asked for; anything
 //! else is [`Error::Corrupt`] and the bad bytes are never returned.
 
@@ -31,7 +32,7 @@ pub(crate) fn read<T>(
         };
         let len = record_len(key.len(), location.value_len as usize);
         if let Some(file) = files.get(location.file_id)
-            && let Some(bytes) = file.slice(u64::from(location.offset), len)
+            && let Some(bytes) = file.point(u64::from(location.offset), len)
         {
             return verified_value(bytes, key, location).map(|value| call(value, location));
         }
