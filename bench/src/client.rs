@@ -266,6 +266,114 @@ impl Client {
     }
 }
 
+/// Where one event of a stream is, as a single-event read names it: its version on
+/// Caskade's APIs, its position on `UmaDB`, where a stream is a tag and reads start at a
+/// position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventAddress {
+    pub(crate) version: u64,
+    pub(crate) position: u64,
+}
+
+impl Client {
+    /// Reads the one event of `stream` at `at` and checks that it is that event.
+    pub(crate) async fn read_one(&mut self, stream: &str, at: EventAddress) -> anyhow::Result<()> {
+        match self {
+            Client::Caskade(client) => {
+                let request = pb::ReadRequest {
+                    target: Some(pb::read_request::Target::Stream(stream.to_owned())),
+                    from: Some(pb::read_request::From::At(at.version)),
+                    max_count: 1,
+                    ..pb::ReadRequest::default()
+                };
+                let mut messages = client.read(request).await?.into_inner();
+                let mut versions = Vec::new();
+                while let Some(message) = messages.message().await? {
+                    versions.extend(message.events.iter().map(|event| event.version));
+                }
+                if versions != [at.version] {
+                    bail!(
+                        "reading version {} of {stream} returned {versions:?}",
+                        at.version
+                    );
+                }
+            }
+            Client::Kurrent(kurrent) => {
+                let options = kurrentdb::ReadStreamOptions::default()
+                    .position(kurrentdb::StreamPosition::Position(at.version))
+                    .max_count(1);
+                let options = authenticated!(options, kurrent);
+                let mut read = kurrent.client.read_stream(stream, &options).await?;
+                let mut versions = Vec::new();
+                while let Some(event) = read.next().await? {
+                    versions.push(event.get_original_event().revision);
+                }
+                if versions != [at.version] {
+                    bail!(
+                        "reading version {} of {stream} returned {versions:?}",
+                        at.version
+                    );
+                }
+            }
+            Client::UmaDb(client) => {
+                let request = umadb::ReadRequest {
+                    query: Some(stream_query(stream)),
+                    start: Some(at.position),
+                    limit: Some(1),
+                    ..umadb::ReadRequest::default()
+                };
+                let mut messages = client.read(request).await?.into_inner();
+                let mut positions = Vec::new();
+                while let Some(message) = messages.message().await? {
+                    positions.extend(message.events.iter().map(|event| event.position));
+                }
+                if positions != [at.position] {
+                    bail!(
+                        "reading position {} of {stream} returned {positions:?}",
+                        at.position
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of events in an existing `stream`, from a read of its newest event.
+    pub(crate) async fn stream_len(&mut self, stream: &str) -> anyhow::Result<u64> {
+        let newest = match self {
+            Client::Caskade(client) => {
+                let request = pb::ReadRequest {
+                    target: Some(pb::read_request::Target::Stream(stream.to_owned())),
+                    direction: pb::Direction::Backwards.into(),
+                    max_count: 1,
+                    ..pb::ReadRequest::default()
+                };
+                let mut messages = client.read(request).await?.into_inner();
+                let mut newest = None;
+                while let Some(message) = messages.message().await? {
+                    newest = newest.or(message.events.first().map(|event| event.version));
+                }
+                newest
+            }
+            Client::Kurrent(kurrent) => {
+                let options = kurrentdb::ReadStreamOptions::default()
+                    .backwards()
+                    .position(kurrentdb::StreamPosition::End)
+                    .max_count(1);
+                let options = authenticated!(options, kurrent);
+                let mut read = kurrent.client.read_stream(stream, &options).await?;
+                read.next()
+                    .await?
+                    .map(|event| event.get_original_event().revision)
+            }
+            Client::UmaDb(_) => bail!("an existing stream can only be read on Caskade"),
+        };
+        newest
+            .map(|version| version + 1)
+            .with_context(|| format!("the stream {stream} has no events"))
+    }
+}
+
 /// A subscription delivering event positions, whichever the server.
 pub(crate) enum Positions {
     Caskade(tonic::Streaming<pb::SubscribeResponse>),

@@ -22,12 +22,13 @@ impl Figures {
 
     pub(crate) fn line(&self) -> String {
         format!(
-            "{:<22} clients {:>3}  {:>10.0} calls/s  {:>11.0} events/s  p50 {:>8} us  p99 {:>8} us  p99.9 {:>8} us",
+            "{:<22} clients {:>3}  {:>10.0} calls/s  {:>11.0} events/s  p50 {:>8} us  p90 {:>8} us  p99 {:>8} us  p99.9 {:>8} us",
             self.workload,
             self.clients,
             self.calls as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON),
             self.events_per_second(),
             self.latency.value_at_quantile(0.5),
+            self.latency.value_at_quantile(0.9),
             self.latency.value_at_quantile(0.99),
             self.latency.value_at_quantile(0.999),
         )

@@ -27,7 +27,8 @@ use tonic::transport::Endpoint;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Drive a running server with a benchmark suite: durable appends from 1, 16 and 64 clients,
-/// batches of 100 and 1,000, stream and `$all` reads, and live-subscription latency. Prints
+/// batches of 100 and 1,000, stream and `$all` reads, single-event reads at random versions,
+/// and live-subscription latency. Prints
 /// throughput and p50/p99/p99.9 latencies.
 #[derive(Parser)]
 #[command(version)]
@@ -44,11 +45,12 @@ struct Cli {
     /// The server name to verify the certificate against, with --tls-ca.
     #[arg(long, default_value = "localhost")]
     tls_domain: String,
-    /// Concurrent clients for the single-event append runs, comma-separated.
+    /// Concurrent clients for the single-event append runs and the random reads,
+    /// comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
-    /// Calls per single-event append run (split across clients), and events in the read
-    /// stream.
+    /// Calls per single-event append run and per random-read run (split across clients),
+    /// and events in the streams read.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
     /// Calls per batched append run (100 and 1,000 events per call). Each call takes
@@ -64,6 +66,11 @@ struct Cli {
     /// client verifies the certificate against the host of --addr.
     #[arg(long)]
     kurrent: bool,
+    /// Make the random reads read this existing stream (Caskade's APIs only) rather than a
+    /// stream of --events events written for them: a large store written by an earlier run,
+    /// say, read after a restart with its page cache cold.
+    #[arg(long)]
+    read_stream: Option<String>,
     /// Run only these parts of the suite, comma-separated (default: all of them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<suite::Part>,
@@ -107,15 +114,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         name: peer.name(),
         connect: async || peer.connect().await,
     });
-    let (ours, theirs) = suite::run_suite(
-        ours,
-        peer_target,
-        parts,
+    let sizes = suite::Sizes {
         clients,
-        cli.events,
-        cli.batch_calls,
-    )
-    .await?;
+        events: cli.events,
+        batch_calls: cli.batch_calls,
+        read_stream: cli.read_stream.as_deref(),
+    };
+    let (ours, theirs) = suite::run_suite(ours, peer_target, parts, &sizes).await?;
     if let Some(peer) = &peer
         && !ours.is_empty()
     {

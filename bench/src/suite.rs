@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::figures::Figures;
-use crate::workloads::{appends, read_all, read_stream, subscribe};
+use crate::workloads::{ReadTarget, appends, random_reads, read_all, read_stream, subscribe};
 
 /// A part of the suite, as named on `caskade-bench --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,6 +17,8 @@ pub(crate) enum Part {
     ReadStream,
     /// Reading `$all` from the start.
     ReadAll,
+    /// Reads of one event at a random version of a stream, once per `--clients` count.
+    RandomRead,
     /// Send-to-subscriber latency, beside the same appends' round trips.
     Subscribe,
     /// The transport floor: health checks, once per `--clients` count.
@@ -24,12 +26,13 @@ pub(crate) enum Part {
 }
 
 /// Every part, in the order the suite runs them.
-pub(crate) const ALL_PARTS: [Part; 7] = [
+pub(crate) const ALL_PARTS: [Part; 8] = [
     Part::Append,
     Part::Batch100,
     Part::Batch1000,
     Part::ReadStream,
     Part::ReadAll,
+    Part::RandomRead,
     Part::Subscribe,
     Part::Floor,
 ];
@@ -59,7 +62,20 @@ enum Workload {
     },
     ReadStream,
     ReadAll,
+    RandomReads,
     Subscribe,
+}
+
+/// The sizes the suite runs at.
+pub(crate) struct Sizes<'a> {
+    /// Client counts of the single-event appends and the random reads.
+    pub(crate) clients: &'a [usize],
+    /// Calls of the single-event workloads, and events of the streams read.
+    pub(crate) events: u64,
+    /// Calls of the batched appends.
+    pub(crate) batch_calls: u64,
+    /// An existing stream for the random reads, instead of one written for them.
+    pub(crate) read_stream: Option<&'a str>,
 }
 
 impl Workload {
@@ -67,8 +83,9 @@ impl Workload {
         self,
         connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
         run: &str,
-        events: u64,
+        sizes: &Sizes<'_>,
     ) -> anyhow::Result<Vec<Figures>> {
+        let events = sizes.events;
         let figures = match self {
             Workload::Appends {
                 clients,
@@ -78,6 +95,18 @@ impl Workload {
             Workload::ReadStream => read_stream(&mut connect().await?, run, events).await?,
             Workload::ReadAll => read_all(&mut connect().await?).await?,
             Workload::Subscribe => return subscribe(connect, run, events.min(5000)).await,
+            Workload::RandomReads => {
+                let mut client = connect().await?;
+                let target = match sizes.read_stream {
+                    Some(stream) => ReadTarget::existing(&mut client, stream).await?,
+                    None => ReadTarget::write(&mut client, run, events).await?,
+                };
+                let mut figures = Vec::new();
+                for &clients in sizes.clients {
+                    figures.push(random_reads(connect, &target, clients, events).await?);
+                }
+                return Ok(figures);
+            }
         };
         Ok(vec![figures])
     }
@@ -96,10 +125,9 @@ pub(crate) async fn run_suite(
     ours: impl AsyncFn() -> anyhow::Result<Client> + Sync,
     peer: Option<Target<impl AsyncFn() -> anyhow::Result<Client> + Sync>>,
     parts: &[Part],
-    clients: &[usize],
-    events: u64,
-    batch_calls: u64,
+    sizes: &Sizes<'_>,
 ) -> anyhow::Result<(Vec<Figures>, Vec<Figures>)> {
+    let (clients, events, batch_calls) = (sizes.clients, sizes.events, sizes.batch_calls);
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -126,6 +154,7 @@ pub(crate) async fn run_suite(
             }),
             Part::ReadStream => workloads.push(Workload::ReadStream),
             Part::ReadAll => workloads.push(Workload::ReadAll),
+            Part::RandomRead => workloads.push(Workload::RandomReads),
             Part::Subscribe => workloads.push(Workload::Subscribe),
             // Run by the caller, against our server only: the peer's health service is
             // not what is being compared.
@@ -135,14 +164,14 @@ pub(crate) async fn run_suite(
     let (mut our_figures, mut peer_figures) = (Vec::new(), Vec::new());
     for workload in workloads {
         let label = caskade_label(peer.is_some());
-        for figures in workload.run(&ours, &run, events).await? {
+        for figures in workload.run(&ours, &run, sizes).await? {
             println!("{label}{}", figures.line());
             our_figures.push(figures);
         }
         if let Some(peer) = &peer {
             // Streams of its own: the peer may be the same server, through another API.
             let peer_run = format!("{run}-peer");
-            for figures in workload.run(&peer.connect, &peer_run, events).await? {
+            for figures in workload.run(&peer.connect, &peer_run, sizes).await? {
                 println!("{:<LABEL_WIDTH$}{}", peer.name, figures.line());
                 peer_figures.push(figures);
             }

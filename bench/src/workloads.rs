@@ -4,6 +4,8 @@
 //! - `append N events`: appends of 100 and of 1,000 events per call;
 //! - `read stream`: reading one stream from start to end;
 //! - `read $all`: reading the whole log from the start;
+//! - `random read`: reads of one event at a random version of a stream, from N concurrent
+//!   clients, each read checked to return that event;
 //! - `subscribe`: a live subscriber while one client appends single events, measuring on one
 //!   clock the time from sending an append to the subscriber receiving its event, beside
 //!   the same appends' round trips;
@@ -21,7 +23,7 @@ use anyhow::{Context, bail};
 use caskade_server::client::Authed;
 use tokio::sync::Mutex;
 
-use crate::client::{Client, Events, Positions, StreamCursor};
+use crate::client::{Client, EventAddress, Events, Positions, StreamCursor};
 use crate::figures::{Figures, histogram, micros};
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -186,6 +188,129 @@ pub(crate) async fn read_all(client: &mut Client) -> anyhow::Result<Figures> {
         calls: 1,
         events,
         elapsed: started.elapsed(),
+        latency,
+    })
+}
+
+/// The stream the random reads read, and where its events are.
+pub(crate) struct ReadTarget {
+    stream: String,
+    len: u64,
+    /// On `UmaDB`, each event's position; elsewhere reads name versions and this is empty.
+    positions: Vec<u64>,
+}
+
+impl ReadTarget {
+    /// A fresh stream of `events` events, written in batches of 1,000.
+    pub(crate) async fn write(
+        client: &mut Client,
+        run: &str,
+        events: u64,
+    ) -> anyhow::Result<ReadTarget> {
+        let stream = format!("bench-{run}-random");
+        let mut cursor = StreamCursor::default();
+        let mut positions = Vec::new();
+        while cursor.next_version < events {
+            let batch = (events - cursor.next_version).min(1000);
+            let last = client.append(&stream, &mut cursor, batch).await?;
+            if matches!(client, Client::UmaDb(_)) {
+                // One writer: a call's events take consecutive positions.
+                positions.extend(last + 1 - batch..=last);
+            }
+        }
+        Ok(ReadTarget {
+            stream,
+            len: events,
+            positions,
+        })
+    }
+
+    /// An existing stream, as long as it is now.
+    pub(crate) async fn existing(client: &mut Client, stream: &str) -> anyhow::Result<ReadTarget> {
+        Ok(ReadTarget {
+            stream: stream.to_owned(),
+            len: client.stream_len(stream).await?,
+            positions: Vec::new(),
+        })
+    }
+
+    fn address(&self, index: u64) -> EventAddress {
+        EventAddress {
+            version: index,
+            position: usize::try_from(index)
+                .ok()
+                .and_then(|index| self.positions.get(index).copied())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A small, fast pseudo-random generator (SplitMix64): the reads' versions only need to be
+/// spread evenly, and each client draws its own sequence.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % bound
+    }
+}
+
+/// `calls` reads of one event at a random version of `target`, split across `clients`
+/// concurrent connections, each call one read of one event.
+pub(crate) async fn random_reads(
+    connect: &(impl AsyncFn() -> anyhow::Result<Client> + Sync),
+    target: &ReadTarget,
+    clients: usize,
+    calls: u64,
+) -> anyhow::Result<Figures> {
+    let per_client = calls.div_ceil(clients as u64);
+    let mut readers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        #[expect(clippy::cast_possible_truncation, reason = "any 64 bits make a seed")]
+        let seed = seed as u64 ^ (i as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
+        let mut random = SplitMix64(seed);
+        let addresses: Vec<EventAddress> = (0..per_client)
+            .map(|_| target.address(random.next_below(target.len)))
+            .collect();
+        readers.push((connect().await?, addresses));
+    }
+    let bar = progress(per_client * clients as u64, "random read");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut client, addresses) in readers {
+        let (stream, bar) = (target.stream.clone(), bar.clone());
+        tasks.spawn(async move {
+            let mut local = histogram();
+            for at in addresses {
+                let call = Instant::now();
+                client.read_one(&stream, at).await?;
+                local.record(micros(call.elapsed()))?;
+                bar.inc(1);
+            }
+            anyhow::Ok(local)
+        });
+    }
+    let mut latency = histogram();
+    while let Some(done) = tasks.join_next().await {
+        latency.add(done??)?;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let total_calls = per_client * clients as u64;
+    Ok(Figures {
+        workload: "random read".to_owned(),
+        clients,
+        calls: total_calls,
+        events: total_calls,
+        elapsed,
         latency,
     })
 }

@@ -115,6 +115,8 @@ async fn bench_runs_every_workload_and_reports_throughput_and_latency() -> TestR
         "append 1000 events",
         "read stream",
         "read $all",
+        "random read            clients   1",
+        "random read            clients   3",
         "subscribe send->event",
         "subscribe append rtt",
     ];
@@ -182,7 +184,7 @@ async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> T
         &[
             "--kurrent",
             "--only",
-            "append,batch100,read-stream,read-all,subscribe",
+            "append,batch100,read-stream,read-all,random-read,subscribe",
             "--clients",
             "2",
             "--events",
@@ -201,16 +203,17 @@ async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> T
         "append 100 events",
         "read stream",
         "read $all",
+        "random read",
         "subscribe send->event",
         "subscribe append rtt",
     ];
     // Each workload through caskade.v1, then through the KurrentDB API (the subscription's
     // two lines come together).
-    let expected: Vec<(&str, &str)> = workloads[..4]
+    let expected: Vec<(&str, &str)> = workloads[..5]
         .iter()
         .flat_map(|w| [("Caskade", *w), ("KurrentDB API", *w)])
-        .chain(workloads[4..].iter().map(|w| ("Caskade", *w)))
-        .chain(workloads[4..].iter().map(|w| ("KurrentDB API", *w)))
+        .chain(workloads[5..].iter().map(|w| ("Caskade", *w)))
+        .chain(workloads[5..].iter().map(|w| ("KurrentDB API", *w)))
         .collect();
     assert_eq!(lines.len(), expected.len(), "{stdout}");
     for (line, (api, workload)) in lines.iter().zip(&expected) {
@@ -221,11 +224,11 @@ async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> T
         assert!(figures.starts_with(workload), "{line:?}: {workload}");
         assert!(!figures.contains(" 0 events/s"), "{line}");
     }
-    // Both APIs wrote the same: 40 single events and two batches of 100 each, and a read
-    // stream of 40 events, and the subscription's 40.
+    // Both APIs wrote the same: 40 single events and two batches of 100 each, a read stream
+    // of 40 events, a stream of 40 for the random reads, and the subscription's 40.
     assert_eq!(
         server.store.committed_position().0,
-        2 * (40 + 200 + 40 + 40)
+        2 * (40 + 200 + 40 + 40 + 40)
     );
     let table: Vec<&str> = table.lines().collect();
     assert!(
@@ -236,6 +239,62 @@ async fn bench_runs_each_workload_through_both_apis_and_prints_the_ratios() -> T
     for row in &table[1..] {
         assert!(row.contains('x'), "a ratio: {row}");
     }
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reads_read_an_existing_stream_and_a_missing_one_is_an_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path()).await?;
+    let events = (0..50)
+        .map(|n| caskade_eventstore::EventData::json("Numbered", &serde_json::json!({ "n": n })))
+        .collect::<Result<Vec<_>, _>>()?;
+    server.store.append(
+        "orders",
+        caskade_eventstore::ExpectedVersion::NoStream,
+        &events,
+    )?;
+    let stdout = bench(
+        &server,
+        &[
+            "--only",
+            "random-read",
+            "--read-stream",
+            "orders",
+            "--clients",
+            "1,2",
+            "--events",
+            "30",
+        ],
+    )
+    .await?;
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, clients) in lines.iter().zip(["clients   1", "clients   2"]) {
+        assert!(
+            line.starts_with("random read") && line.contains(clients),
+            "{line:?}"
+        );
+        assert!(!line.contains(" 0 calls/s"), "{line}");
+    }
+    // Reading wrote nothing.
+    assert_eq!(server.store.committed_position().0, 50);
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caskade-bench"));
+    command.args([
+        "--addr",
+        &server.addr.to_string(),
+        "--only",
+        "random-read",
+        "--read-stream",
+        "nobody",
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("nobody"), "{stderr}");
     server.stop().await?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 
 use crate::backup::{self, BackupReport};
 use crate::batch::WriteBatch;
+use crate::cache;
 use crate::commit::{Committer, Submit, Submitted};
 use crate::cursor::{self, Interest, RecordCursor};
 use crate::error::{Error, Result};
@@ -509,7 +510,8 @@ impl Store {
         self.merger().write_missing_hints()
     }
 
-    /// One maintenance round: missing hint files, then a merge if the trigger holds.
+    /// One maintenance round: missing hint files, then a merge if the trigger holds, then
+    /// the page cache brought within its budget.
     fn maintain(&self) {
         if let Err(error) = self.write_missing_hints() {
             tracing::warn!(%error, "writing hint files failed; start-up will scan those data files");
@@ -518,6 +520,12 @@ impl Store {
             && let Err(error) = self.merge(&mut |_| {})
         {
             tracing::error!(%error, "automatic merge failed");
+        }
+        if let Some(budget) = self.options.cache_budget {
+            let active = self.log.writer().active.id();
+            if let Err(error) = cache::keep_within(&self.index.files(), active, budget) {
+                tracing::warn!(%error, "evicting data files from the page cache failed");
+            }
         }
     }
 

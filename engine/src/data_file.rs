@@ -28,11 +28,12 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memmap2::{Advice, Mmap, MmapOptions};
+use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 use parking_lot::Mutex;
 
 use crate::format::{FILE_HEADER_LEN, FileHeader, FileKind};
@@ -133,6 +134,14 @@ pub(crate) struct DataFile {
     live_bytes: AtomicU64,
     dead_bytes: AtomicU64,
     has_hint: AtomicBool,
+}
+
+/// The size of a memory page.
+#[expect(unsafe_code, reason = "a libc call; it has no preconditions")]
+fn page_size() -> usize {
+    // SAFETY: `sysconf` only reads a constant of the system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
 }
 
 /// Maps `capacity` bytes of `file` for reading, with the kernel's default read-ahead.
@@ -387,6 +396,54 @@ impl DataFile {
         self.published.store(len, Ordering::Release);
         self.allocated.store(len, Ordering::Release);
         Ok(())
+    }
+
+    /// Bytes of the readable part that are in the page cache now (whole pages).
+    #[expect(
+        unsafe_code,
+        reason = "mincore on the map; its preconditions are stated here"
+    )]
+    pub(crate) fn cached_bytes(&self) -> io::Result<u64> {
+        let len = self.len() as usize;
+        let page = page_size();
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        // SAFETY: the range starts at the map's page-aligned start and lies inside the map,
+        // and `resident` has one byte per page of it, as `mincore` requires.
+        let result = unsafe {
+            libc::mincore(
+                self.ordered.as_ptr() as *mut libc::c_void,
+                len,
+                resident.as_mut_ptr(),
+            )
+        };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pages = resident.iter().filter(|&&flags| flags & 1 == 1).count();
+        Ok((pages * page) as u64)
+    }
+
+    /// Drops this file's pages from the page cache: both maps let go of them, then the
+    /// kernel is told they are not needed. Pages still being written back, or mapped by
+    /// another process, stay. A reader touching an evicted page reads it from the file again.
+    #[expect(
+        unsafe_code,
+        reason = "dropping mapped pages; why it is sound is stated here"
+    )]
+    pub(crate) fn evict(&self) -> io::Result<()> {
+        for map in [&self.point, &self.ordered] {
+            // SAFETY: both maps are read-only and shared, so dropping their pages discards
+            // nothing: the next access faults the same bytes back in from the file.
+            unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) }?;
+        }
+        // SAFETY: a valid open descriptor; offset 0 and length 0 mean the whole file.
+        let result =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(result))
+        }
     }
 
     /// `fdatasync`: the bytes written so far are on disk when this returns.

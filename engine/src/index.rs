@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::cache;
 use crate::data_file::{DataFile, FileId};
 use crate::error::Result;
 use crate::file_set::FileSet;
@@ -76,6 +77,7 @@ impl Index {
         Stats {
             live_keys: self.keydir.len(),
             keydir_bytes: self.keydir.heap_bytes(),
+            cache_bytes: cache::cached_bytes(&files),
             files: files
                 .iter()
                 .map(|file| FileStats {

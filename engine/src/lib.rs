@@ -46,6 +46,7 @@
 mod backup;
 mod batch;
 mod bitcask;
+mod cache;
 mod check;
 mod commit;
 mod cursor;

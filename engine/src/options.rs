@@ -1,5 +1,5 @@
-//! Configuration: [`Options`], the [`SyncPolicy`], the automatic-merge trigger and the
-//! [`Tuning`] switches. One way to configure: a struct of public fields with defaults.
+//! Configuration: [`Options`], the [`SyncPolicy`], the automatic-merge trigger, the
+//! page-cache budget and the [`Tuning`] switches. One way to configure: a struct of public fields with defaults.
 
 use std::time::Duration;
 
@@ -65,8 +65,17 @@ pub struct Options {
     /// Largest encoded write batch accepted, in bytes. Default: 256 MiB.
     pub max_batch_size: usize,
     /// Under `Interval` and `Never`, bytes buffered before they are handed to the OS.
-    /// Default: 1 MiB.
+    /// Default: 1 MiB. The buffer grows past it only to hold one large batch, and is shrunk
+    /// back once it holds more than four times this.
     pub write_buffer_size: usize,
+    /// The most page cache the data files may hold, in bytes: with the write buffer, all
+    /// the memory the engine uses beyond its keydir (values are read through memory maps;
+    /// the engine keeps no cache of its own). Each maintenance round evicts sealed files,
+    /// oldest first, while the files hold more, so the budget is kept between rounds; the
+    /// active file is never evicted. `None` leaves the page cache to the kernel (and to a
+    /// memory cgroup, if the process has one). [`Stats::cache_bytes`](crate::Stats) reports
+    /// the use. Default: `None`.
+    pub cache_budget: Option<u64>,
     /// When to merge automatically; `None` merges only on demand. Default: `Some` of
     /// [`MergeTrigger::default`].
     pub auto_merge: Option<MergeTrigger>,
@@ -162,6 +171,7 @@ impl Default for Options {
             max_value_size: 64 << 20,
             max_batch_size: 256 << 20,
             write_buffer_size: 1 << 20,
+            cache_budget: None,
             auto_merge: Some(MergeTrigger::default()),
             maintenance_interval: Duration::from_secs(30),
             create_if_missing: true,

@@ -10,6 +10,9 @@ pub struct Stats {
     pub live_keys: usize,
     /// Heap bytes held by the keydir (hash tables and key bytes).
     pub keydir_bytes: usize,
+    /// Bytes of the data files in the page cache now: the engine's cache, which
+    /// [`Options::cache_budget`](crate::Options::cache_budget) bounds.
+    pub cache_bytes: u64,
     /// Every data file, oldest first.
     pub files: Vec<FileStats>,
 }
@@ -33,6 +36,21 @@ pub struct FileStats {
 }
 
 impl Stats {
+    /// Keydir bytes per live key (0 for an empty store).
+    #[must_use]
+    pub fn keydir_bytes_per_key(&self) -> f64 {
+        if self.live_keys == 0 {
+            0.0
+        } else {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a ratio for reports; keydir sizes fit an f64's 53 bits"
+            )]
+            let ratio = self.keydir_bytes as f64 / self.live_keys as f64;
+            ratio
+        }
+    }
+
     /// Bytes of live records across all files.
     #[must_use]
     pub fn live_bytes(&self) -> u64 {

@@ -385,6 +385,7 @@ pub(crate) fn stats(stats: &StoreStats) -> pb::StatsResponse {
     pb::StatsResponse {
         live_keys: stats.engine.live_keys as u64,
         keydir_bytes: stats.engine.keydir_bytes as u64,
+        cache_bytes: stats.engine.cache_bytes,
         streams: stats.streams as u64,
         committed_position: stats.committed_position.0,
         files: stats

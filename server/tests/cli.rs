@@ -422,6 +422,17 @@ fn admin_commands_merge_backup_and_stats() -> TestResult {
     // 3 events, 3 `$all` entries, the head, one key.
     assert_eq!(stats["live_keys"], 8);
     assert!(
+        stats["keydir_bytes_per_key"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{stats}"
+    );
+    // Just written, so in the page cache.
+    assert!(
+        stats["cache_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{stats}"
+    );
+    assert!(
         stats["dead_bytes"].as_u64().is_some_and(|b| b > 0),
         "{stats}"
     );

@@ -439,6 +439,8 @@ async fn stats(config: &ClientConfig) -> anyhow::Result<()> {
         "committed_position": stats.committed_position,
         "live_keys": stats.live_keys,
         "keydir_bytes": stats.keydir_bytes,
+        "keydir_bytes_per_key": stats.keydir_bytes.checked_div(stats.live_keys).unwrap_or(0),
+        "cache_bytes": stats.cache_bytes,
         "data_files": stats.files.len(),
         "live_bytes": live,
         "dead_bytes": dead,

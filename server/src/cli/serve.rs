@@ -32,6 +32,10 @@ pub(crate) struct ServeArgs {
     /// Size at which a data file is sealed and a new one started, in bytes.
     #[arg(long, env = "CASKADE_MAX_FILE_SIZE", default_value_t = 256 << 20)]
     max_file_size: u64,
+    /// Most page cache the data files may hold, in bytes (unset: the kernel decides). Kept
+    /// by evicting sealed files, oldest first, every maintenance round.
+    #[arg(long, env = "CASKADE_CACHE_BUDGET")]
+    cache_budget: Option<u64>,
     /// Merge automatically when dead bytes reach this fraction of sealed files...
     #[arg(long, env = "CASKADE_MERGE_DEAD_RATIO", default_value_t = 0.5)]
     merge_dead_ratio: f64,
@@ -145,6 +149,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut engine = caskade_engine::Options {
         sync: parse_sync(&args.sync)?,
         max_file_size: args.max_file_size,
+        cache_budget: args.cache_budget,
         ..caskade_engine::Options::default()
     };
     engine.auto_merge = (args.merge_dead_bytes > 0).then_some(MergeTrigger {
