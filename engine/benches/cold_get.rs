@@ -1,6 +1,7 @@
 //! Cold random reads: single `get`s of random keys over a store several times larger than the
-//! memory the process may use, next to raw `pread`s of as many bytes at random offsets of the
-//! same data files, in the same run, and the ratio of their latencies. Also start-up under the
+//! memory the process may use, next to raw `pread`s of random records of the same files (each
+//! a record's bytes at its offset, found in the hint files), in the same run, and the ratio of
+//! their latencies. Also start-up under the
 //! same cap against start-up without it.
 //!
 //! The store (1,000-byte values, about an event's size, 16-byte keys) is built with
@@ -34,6 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use caskade_engine::format::{RecordKind, decode_hint, record_len};
 use caskade_engine::{Bitcask, Options, SyncPolicy, WriteBatch};
 
 mod common;
@@ -90,19 +92,41 @@ fn build(dir: &Path, keys: u64) {
     store.close().expect("closing the built store succeeds");
 }
 
-/// The store's data files and their lengths.
-fn data_files(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files: Vec<(PathBuf, u64)> = fs::read_dir(dir)
+/// Where a record lies: its data file (an index into the opened files), offset and length.
+struct RecordAt {
+    file: usize,
+    offset: u64,
+    len: usize,
+}
+
+/// The store's data files, opened, and where each record of the sealed ones lies, from
+/// their hint files (the active file has none; it holds the last few records).
+fn records(dir: &Path) -> (Vec<File>, Vec<RecordAt>) {
+    let mut hints: Vec<PathBuf> = fs::read_dir(dir)
         .expect("listing the store succeeds")
         .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "data"))
-        .map(|path| {
-            let len = fs::metadata(&path).expect("a data file's metadata").len();
-            (path, len)
-        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "hint"))
         .collect();
-    files.sort();
-    files
+    hints.sort();
+    let mut files = Vec::new();
+    let mut records = Vec::new();
+    for hint_path in hints {
+        let bytes = fs::read(&hint_path).expect("reading a hint file succeeds");
+        let hint = decode_hint(&bytes).expect("the hint file is whole");
+        let data = File::open(hint_path.with_extension("data")).expect("its data file opens");
+        files.push(data);
+        records.extend(
+            hint.entries()
+                .filter(|entry| entry.kind == RecordKind::Put)
+                .map(|entry| RecordAt {
+                    file: files.len() - 1,
+                    offset: u64::from(entry.offset),
+                    len: record_len(entry.key.len(), entry.value_len as usize),
+                }),
+        );
+    }
+    assert!(!records.is_empty(), "the store has sealed files");
+    (files, records)
 }
 
 /// Drops every file of the store from the page cache.
@@ -206,26 +230,21 @@ fn time_gets(store: &Bitcask, keys: u64, samples: usize, random: &mut Random) ->
     times
 }
 
-/// `samples` preads of a value's length at random offsets of the data files, each timed.
-fn time_preads(files: &[(File, u64)], samples: usize, random: &mut Random) -> Vec<Duration> {
-    let total: u64 = files.iter().map(|(_, len)| len).sum();
-    let mut buffer = vec![0; VALUE_LEN];
+/// `samples` preads of random records, each of the record's bytes at its offset, each timed.
+fn time_preads(
+    files: &[File],
+    records: &[RecordAt],
+    samples: usize,
+    random: &mut Random,
+) -> Vec<Duration> {
+    let mut buffer = Vec::new();
     let mut times: Vec<Duration> = (0..samples)
         .map(|_| {
-            let mut at = random.below(total - VALUE_LEN as u64);
-            let (file, len) = files
-                .iter()
-                .find(|(_, len)| {
-                    let here = at < *len;
-                    if !here {
-                        at -= len;
-                    }
-                    here
-                })
-                .expect("the offset falls in a file");
-            let at = at.min(len.saturating_sub(VALUE_LEN as u64));
+            let record = &records[random.below(records.len() as u64) as usize];
+            buffer.resize(record.len, 0);
             let started = Instant::now();
-            file.read_exact_at(&mut buffer, at)
+            files[record.file]
+                .read_exact_at(&mut buffer, record.offset)
                 .expect("a pread succeeds");
             started.elapsed()
         })
@@ -259,6 +278,7 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let (files, records) = records(dir.path());
     evict(dir.path());
     let (store, uncapped_open) = timed_open(dir.path());
     store.close().expect("closing succeeds");
@@ -295,10 +315,6 @@ fn main() {
         stats.keydir_bytes >> 20
     );
 
-    let files: Vec<(File, u64)> = data_files(dir.path())
-        .into_iter()
-        .map(|(path, len)| (File::open(path).expect("opening a data file succeeds"), len))
-        .collect();
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     let (mut p50_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
     println!(
@@ -313,7 +329,7 @@ fn main() {
         if confined.is_none() {
             evict(dir.path());
         }
-        let preads = time_preads(&files, samples, &mut random);
+        let preads = time_preads(&files, &records, samples, &mut random);
         let row = [0.5, 0.9, 0.99].map(|p| micros(percentile(&gets, p)));
         let raw = [0.5, 0.9, 0.99].map(|p| micros(percentile(&preads, p)));
         println!(
