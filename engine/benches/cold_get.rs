@@ -19,7 +19,8 @@
 //! Rounds: five, each timing 3,000 single `get`s and then 3,000 `pread`s, one at a time,
 //! each operation timed on its own; the percentiles of each round, the medians over rounds,
 //! and the median of the rounds' ratios (get over pread) at p50 and p99 are printed against
-//! the targets (within 1.5x at p50, 2x at p99).
+//! the targets (within 1.5x at p50, 2x at p99). Then criterion times the same two
+//! operations (`cold_get/get`, `cold_get/pread`), still confined, for their mean times.
 //!
 //! Sizes come from `CASKADE_BENCH_COLD_BYTES` (the values' total; default 1 GiB) and
 //! `CASKADE_BENCH_COLD_MEMORY` (the cap; default 256 MiB). The full run needs the store's size
@@ -36,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use caskade_engine::format::{RecordKind, decode_hint, record_len};
-use caskade_engine::{Bitcask, Options, SyncPolicy, WriteBatch};
+use caskade_engine::{Bitcask, MIN_FILE_SIZE, Options, SyncPolicy, WriteBatch};
+use criterion::{Criterion, SamplingMode};
 
 mod common;
 use common::{key, temp_dir, test_mode};
@@ -73,10 +75,19 @@ impl Random {
     }
 }
 
+/// The store's options: files of a quarter of the data (at most the default 256 MiB), so
+/// that even the small store of `--test` has sealed files with hint files.
+fn options(keys: u64) -> Options {
+    Options {
+        max_file_size: (keys * VALUE_LEN as u64 / 4).clamp(MIN_FILE_SIZE, 256 << 20),
+        ..Options::default()
+    }
+}
+
 fn build(dir: &Path, keys: u64) {
     let options = Options {
         sync: SyncPolicy::Never,
-        ..Options::default()
+        ..options(keys)
     };
     let store = Bitcask::open(dir, options).expect("opening a fresh store succeeds");
     let value = vec![0x5a; VALUE_LEN];
@@ -253,10 +264,38 @@ fn time_preads(
     times
 }
 
-fn timed_open(dir: &Path) -> (Bitcask, Duration) {
+fn timed_open(dir: &Path, keys: u64) -> (Bitcask, Duration) {
     let started = Instant::now();
-    let store = Bitcask::open(dir, Options::default()).expect("reopening the store succeeds");
+    let store = Bitcask::open(dir, options(keys)).expect("reopening the store succeeds");
     (store, started.elapsed())
+}
+
+/// The same two operations through criterion, for its mean time per operation and its
+/// comparison with the last saved run.
+fn with_criterion(
+    store: &Bitcask,
+    keys: u64,
+    files: &[File],
+    records: &[RecordAt],
+    random: &mut Random,
+) {
+    let mut criterion = Criterion::default().sample_size(10).configure_from_args();
+    let mut group = criterion.benchmark_group("cold_get");
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("get", |b| {
+        b.iter_custom(|iters| {
+            let samples = usize::try_from(iters).unwrap_or(usize::MAX);
+            time_gets(store, keys, samples, random).iter().sum()
+        });
+    });
+    group.bench_function("pread", |b| {
+        b.iter_custom(|iters| {
+            let samples = usize::try_from(iters).unwrap_or(usize::MAX);
+            time_preads(files, records, samples, random).iter().sum()
+        });
+    });
+    group.finish();
+    criterion.final_summary();
 }
 
 fn main() {
@@ -280,7 +319,7 @@ fn main() {
 
     let (files, records) = records(dir.path());
     evict(dir.path());
-    let (store, uncapped_open) = timed_open(dir.path());
+    let (store, uncapped_open) = timed_open(dir.path(), keys);
     store.close().expect("closing succeeds");
     evict(dir.path());
     let confined = if testing {
@@ -304,7 +343,7 @@ fn main() {
             confined.dir.display()
         );
     }
-    let (store, capped_open) = timed_open(dir.path());
+    let (store, capped_open) = timed_open(dir.path(), keys);
     let stats = store.stats();
     println!(
         "cold_get: start-up {:.0} ms uncapped, {:.0} ms capped ({:.2}x, target within 1.20x); \
@@ -346,6 +385,8 @@ fn main() {
         median(&mut p99_ratios)
     );
     io::stdout().flush().expect("flushing stdout succeeds");
+
+    with_criterion(&store, keys, &files, &records, &mut random);
     store.close().expect("closing succeeds");
     drop(confined);
 }
