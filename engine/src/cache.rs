@@ -28,11 +28,11 @@ pub(crate) fn cached_bytes(files: &FileSet) -> u64 {
 }
 
 /// Evicts sealed files from the page cache, oldest first, until the data files' cached
-/// bytes are at most `budget` or only `active` is left. Returns the cached bytes after.
+/// bytes are at most `budget` or only `active` is left.
 ///
 /// # Errors
 /// The first failure to query or evict a file's pages.
-pub(crate) fn keep_within(files: &FileSet, active: FileId, budget: u64) -> io::Result<u64> {
+pub(crate) fn keep_within(files: &FileSet, active: FileId, budget: u64) -> io::Result<()> {
     let mut cached = Vec::new();
     for file in files.iter() {
         cached.push((file, file.cached_bytes()?));
@@ -48,5 +48,5 @@ pub(crate) fn keep_within(files: &FileSet, active: FileId, budget: u64) -> io::R
         file.evict()?;
         total = total - bytes + file.cached_bytes()?;
     }
-    Ok(total)
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Configuration: [`Options`], the [`SyncPolicy`], the automatic-merge trigger, the
-//! page-cache budget and the [`Tuning`] switches. One way to configure: a struct of public fields with defaults.
+//! page-cache budget and the [`Tuning`] switches. One way to configure: a struct of public
+//! fields with defaults.
 
 use std::time::Duration;
 
