@@ -28,8 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Drive a running server with a benchmark suite: durable appends from 1, 16 and 64 clients,
 /// batches of 100 and 1,000, stream and `$all` reads, single-event reads at random versions,
-/// and live-subscription latency. Prints
-/// throughput and p50/p99/p99.9 latencies.
+/// and live-subscription latency. Prints throughput and p50/p90/p99/p99.9 latencies.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
