@@ -7,7 +7,7 @@
 //! shuts down (UNAVAILABLE).
 
 use caskade_eventstore::{
-    ConsumerStrategy, EventStore, GroupConsumer, GroupDefinition, GroupInfo, GroupSettings,
+    ConsumerStrategy, EventStore, GroupDefinition, GroupEvent, GroupInfo, GroupSettings,
     GroupStart, GroupStatus, GroupTarget, NackAction, Position, StreamVersion,
 };
 use caskade_proto::v1 as pb;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::consumer_call::{ConsumerProtocol, ConsumerRequest, serve_consumer};
 use crate::convert;
 use crate::services::{MessageStream, blocking};
 use crate::status::store_status;
@@ -209,91 +210,44 @@ fn nack_action(action: i32) -> Result<NackAction, Status> {
     }
 }
 
-/// Serves one consumer: events out, acks and nacks in, until the client closes its side,
-/// the group drops the consumer, or the server shuts down. One slot of the answers is
-/// reserved from the start for the status that ends the call, so even a client that stopped
-/// reading learns why.
-async fn serve_consumer(
-    consumer: GroupConsumer,
-    requests: Streaming<pb::GroupReadRequest>,
-    sender: mpsc::Sender<Result<pb::GroupReadResponse, Status>>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let Ok(last_word) = sender.clone().reserve_owned().await else {
-        return;
-    };
-    if let Some(status) = consume(consumer, requests, &sender, shutdown).await {
-        last_word.send(Err(status));
-    }
-}
+/// The `caskade.v1` side of a consumer's `Read` call.
+struct GroupRead;
 
-/// The loop of [`serve_consumer`]: the status that ends the call, `None` if the client went.
-async fn consume(
-    mut consumer: GroupConsumer,
-    mut requests: Streaming<pb::GroupReadRequest>,
-    sender: &mpsc::Sender<Result<pb::GroupReadResponse, Status>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<Status> {
-    use pb::group_read_request::Message;
-    let acks = consumer.acks();
-    loop {
-        tokio::select! {
-            biased;
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                return Some(Status::unavailable(
-                    "the server is shutting down; connect again once it is back",
-                ));
-            }
-            () = sender.closed() => return None,
-            request = requests.message() => {
-                let handled = match request {
-                    Ok(Some(pb::GroupReadRequest { message: Some(Message::Ack(ack)) })) => {
-                        match event_ids(&ack.ids) {
-                            Ok(ids) => acks.ack(ids).await.map_err(store_status),
-                            Err(status) => Err(status),
-                        }
-                    }
-                    Ok(Some(pb::GroupReadRequest { message: Some(Message::Nack(nack)) })) => {
-                        match (event_ids(&nack.ids), nack_action(nack.action)) {
-                            (Ok(ids), Ok(action)) => {
-                                acks.nack(ids, action).await.map_err(store_status)
-                            }
-                            (Err(status), _) | (_, Err(status)) => Err(status),
-                        }
-                    }
-                    Ok(Some(pb::GroupReadRequest { message: Some(Message::Connect(_)) })) => Err(
-                        Status::invalid_argument("a Read connects once, in its first request"),
-                    ),
-                    Ok(Some(pb::GroupReadRequest { message: None })) => {
-                        Err(Status::invalid_argument("a Read request with no message"))
-                    }
-                    // The client closed its side, or went away.
-                    Ok(None) | Err(_) => return None,
-                };
-                if let Err(status) = handled {
-                    return Some(status);
-                }
-            }
-            delivered = consumer.next() => match delivered {
-                Some(Ok(delivered)) => {
-                    let event = pb::GroupReadResponse {
-                        message: Some(pb::group_read_response::Message::Event(pb::GroupEvent {
-                            event: Some(convert::recorded((*delivered.event).clone())),
-                            retry_count: delivered.retry_count,
-                        })),
-                    };
-                    if sender.send(Ok(event)).await.is_err() {
-                        return None;
-                    }
-                }
-                Some(Err(error)) => return Some(store_status(error)),
-                None => {
-                    return Some(Status::aborted(
-                        "the group dropped this consumer: it did not take its events in time",
-                    ));
-                }
-            },
+impl ConsumerProtocol for GroupRead {
+    type Request = pb::GroupReadRequest;
+    type Response = pb::GroupReadResponse;
+
+    fn decode(&self, request: pb::GroupReadRequest) -> Result<ConsumerRequest, Status> {
+        use pb::group_read_request::Message;
+        match request.message {
+            Some(Message::Ack(ack)) => Ok(ConsumerRequest::Ack(event_ids(&ack.ids)?)),
+            Some(Message::Nack(nack)) => Ok(ConsumerRequest::Nack {
+                ids: event_ids(&nack.ids)?,
+                action: nack_action(nack.action)?,
+                stop: false,
+            }),
+            Some(Message::Connect(_)) => Err(Status::invalid_argument(
+                "a Read connects once, in its first request",
+            )),
+            None => Err(Status::invalid_argument("a Read request with no message")),
         }
+    }
+
+    fn encode(&self, event: &GroupEvent) -> pb::GroupReadResponse {
+        pb::GroupReadResponse {
+            message: Some(pb::group_read_response::Message::Event(pb::GroupEvent {
+                event: Some(convert::recorded((*event.event).clone())),
+                retry_count: event.retry_count,
+            })),
+        }
+    }
+
+    fn failed(&self, error: caskade_eventstore::Error) -> Status {
+        store_status(error)
+    }
+
+    fn dropped(&self) -> Status {
+        Status::aborted("the group dropped this consumer: it did not take its events in time")
     }
 }
 
@@ -466,6 +420,7 @@ impl pb::persistent_subscriptions_server::PersistentSubscriptions for GroupsServ
             .await
             .map_err(|_| Status::cancelled("the client went away"))?;
         tokio::spawn(serve_consumer(
+            GroupRead,
             consumer,
             requests,
             sender,

@@ -16,6 +16,7 @@
 
 mod auth;
 pub mod client;
+mod consumer_call;
 mod convert;
 mod groups;
 pub mod kurrent;

@@ -19,9 +19,8 @@
 use std::time::Duration;
 
 use caskade_eventstore::{
-    ConsumerStrategy, EventFilter, EventStore, GroupConsumer, GroupDefinition, GroupEvent,
-    GroupInfo, GroupSettings, GroupStart, GroupStatus, GroupTarget, NackAction, Position,
-    StreamVersion,
+    ConsumerStrategy, EventFilter, EventStore, GroupDefinition, GroupEvent, GroupInfo,
+    GroupSettings, GroupStart, GroupStatus, GroupTarget, NackAction, Position, StreamVersion,
 };
 use caskade_proto::kurrentdb::event_store::client as shared;
 use caskade_proto::kurrentdb::event_store::client::persistent_subscriptions as pb;
@@ -31,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, FilterOn, IdForm};
 use super::errors::kurrent_status;
+use crate::consumer_call::{ConsumerProtocol, ConsumerRequest, serve_consumer};
 use crate::services::{MessageStream, blocking};
 
 /// Answers a `Read` call buffers ahead of a slow client.
@@ -426,96 +426,43 @@ fn consumer_dropped(reason: &str) -> Status {
     status
 }
 
-/// Serves one consumer: events out, acks and nacks in, until the client goes, the group
-/// drops it, or the server shuts down. One slot of the answers is reserved from the start for
-/// the status that ends the call, so even a client that stopped reading gets one.
-async fn serve_consumer(
-    consumer: GroupConsumer,
-    requests: Streaming<pb::ReadReq>,
-    sender: mpsc::Sender<Result<pb::ReadResp, Status>>,
-    shutdown: watch::Receiver<bool>,
+/// KurrentDB's side of a consumer's `Read` call; events carry their ids in the form the
+/// client sent its own.
+struct KurrentRead {
     form: IdForm,
-) {
-    let Ok(last_word) = sender.clone().reserve_owned().await else {
-        return;
-    };
-    if let Some(status) = consume(consumer, requests, &sender, shutdown, form).await {
-        last_word.send(Err(status));
-    }
 }
 
-/// The loop of [`serve_consumer`]: the status that ends the call, `None` if the client went.
-async fn consume(
-    mut consumer: GroupConsumer,
-    mut requests: Streaming<pb::ReadReq>,
-    sender: &mpsc::Sender<Result<pb::ReadResp, Status>>,
-    mut shutdown: watch::Receiver<bool>,
-    form: IdForm,
-) -> Option<Status> {
-    use pb::read_req::Content;
-    let acks = consumer.acks();
-    loop {
-        tokio::select! {
-            biased;
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                return Some(Status::unavailable(
-                    "the server is shutting down; connect again once it is back",
-                ));
+impl ConsumerProtocol for KurrentRead {
+    type Request = pb::ReadReq;
+    type Response = pb::ReadResp;
+
+    fn decode(&self, request: pb::ReadReq) -> Result<ConsumerRequest, Status> {
+        use pb::read_req::Content;
+        match request.content {
+            Some(Content::Ack(ack)) => Ok(ConsumerRequest::Ack(acked_ids(ack.ids)?)),
+            Some(Content::Nack(nack)) => {
+                let ids = acked_ids(nack.ids)?;
+                let (action, stop) = nack_action(nack.action)?;
+                Ok(ConsumerRequest::Nack { ids, action, stop })
             }
-            () = sender.closed() => return None,
-            request = requests.message() => {
-                let handled = match request {
-                    Ok(Some(pb::ReadReq { content: Some(Content::Ack(ack)) })) => {
-                        match acked_ids(ack.ids) {
-                            Ok(ids) => acks.ack(ids).await.map_err(failed),
-                            Err(status) => Err(status),
-                        }
-                    }
-                    Ok(Some(pb::ReadReq { content: Some(Content::Nack(nack)) })) => {
-                        match (acked_ids(nack.ids), nack_action(nack.action)) {
-                            (Ok(ids), Ok((action, stop))) => {
-                                // Out of the group first, so the retry goes to another.
-                                let stopped = if stop {
-                                    acks.stop_receiving().await
-                                } else {
-                                    Ok(())
-                                };
-                                match stopped {
-                                    Ok(()) => acks.nack(ids, action).await,
-                                    Err(error) => Err(error),
-                                }
-                                .map_err(failed)
-                            }
-                            (Err(status), _) | (_, Err(status)) => Err(status),
-                        }
-                    }
-                    // Out of the group, the call open for acks of what it holds.
-                    Ok(Some(pb::ReadReq { content: Some(Content::Stop(_)) })) => {
-                        acks.stop_receiving().await.map_err(failed)
-                    }
-                    Ok(Some(pb::ReadReq { content: Some(Content::Options(_)) })) => Err(
-                        Status::invalid_argument("the options may be sent only first"),
-                    ),
-                    Ok(Some(pb::ReadReq { content: None })) => {
-                        Err(Status::invalid_argument("a request with no content"))
-                    }
-                    // The client closed its side, or went away.
-                    Ok(None) | Err(_) => return None,
-                };
-                if let Err(status) = handled {
-                    return Some(status);
-                }
-            }
-            delivered = consumer.next() => match delivered {
-                Some(Ok(delivered)) => {
-                    if sender.send(Ok(read_event(&delivered, form))).await.is_err() {
-                        return None;
-                    }
-                }
-                Some(Err(error)) => return Some(failed(error)),
-                None => return Some(consumer_dropped("it did not take its events in time")),
-            },
+            Some(Content::Stop(_)) => Ok(ConsumerRequest::StopReceiving),
+            Some(Content::Options(_)) => Err(Status::invalid_argument(
+                "the options may be sent only first",
+            )),
+            None => Err(Status::invalid_argument("a request with no content")),
         }
+    }
+
+    fn encode(&self, event: &GroupEvent) -> pb::ReadResp {
+        read_event(event, self.form)
+    }
+
+    fn failed(&self, error: caskade_eventstore::Error) -> Status {
+        failed(error)
+    }
+
+    fn dropped(&self) -> Status {
+        consumer_dropped("it did not take its events in time")
     }
 }
 
@@ -747,11 +694,11 @@ impl pb::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             .await
             .map_err(|_| Status::cancelled("the client went away"))?;
         tokio::spawn(serve_consumer(
+            KurrentRead { form },
             consumer,
             requests,
             sender,
             self.shutdown.clone(),
-            form,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
