@@ -18,8 +18,9 @@ pub enum SyncPolicy {
     /// Writes return once they are buffered; a background thread writes and syncs them
     /// every interval. A crash loses at most the last interval of writes.
     Interval(Duration),
-    /// Writes return once buffered; buffers reach the OS when full, on [`Bitcask::sync`] and
-    /// on close, and the OS decides when they reach the disk.
+    /// Writes return once buffered; buffers reach the OS when full, on
+    /// [`Bitcask::sync`](crate::Bitcask::sync) and on close, and the OS decides when they
+    /// reach the disk.
     Never,
 }
 
@@ -46,7 +47,7 @@ impl Default for MergeTrigger {
     }
 }
 
-/// Everything [`Bitcask::open`] can be told: set the fields that differ from the defaults,
+/// Everything [`Bitcask::open`](crate::Bitcask::open) can be told: set the fields that differ from the defaults,
 /// `Options { sync: SyncPolicy::Never, ..Options::default() }`; `open` validates them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
