@@ -3,12 +3,12 @@
 //! clients work against Caskade unmodified.
 //!
 //! - [`streams`]: `event_store.client.streams.Streams` (appends, deletes), with its `Read`
-//!   (reads, subscriptions, filters) in [`read`] and its `BatchAppend` in [`batch_append`].
+//!   (reads, subscriptions, filters) in `read` and its `BatchAppend` in `batch_append`.
 //! - [`persistent`]: KurrentDB's persistent subscriptions (consumer groups).
 //! - [`features`]: `ServerFeatures` and `Gossip`, which clients call on connecting.
-//! - [`metastream`]: stream metadata as the `$$stream` metadata streams.
-//! - [`convert`]: the wire conventions (positions, ids, event metadata, times).
-//! - [`errors`]: statuses and trailers as the clients parse them.
+//! - `metastream`: stream metadata as the `$$stream` metadata streams.
+//! - `convert`: the wire conventions (positions, ids, event metadata, times).
+//! - `errors`: statuses and trailers as the clients parse them.
 //!
 //! Like the rest of the crate this only translates: every rule of streams, versions and
 //! retention is the event store's, so what one API writes the other reads back the same.

@@ -13,7 +13,7 @@
 //! - Settings are checked as the event store checks them; a negative count is refused here,
 //!   naming the field. Durations come as milliseconds or as ticks (100 ns).
 //! - `GetInfo` and `List` positions are revisions for a stream group and `C:<commit>/P:<prepare>`
-//!   for `$all`, in the wire positions of [`super::convert`]; `start_from` is `0`/`-1` (or
+//!   for `$all`, in the wire positions of `convert`; `start_from` is `0`/`-1` (or
 //!   `C:0/P:0`/`C:-1/P:-1`) for the start and the end.
 
 use std::time::Duration;

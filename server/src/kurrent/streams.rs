@@ -1,9 +1,9 @@
 //! `event_store.client.streams.Streams`: KurrentDB's appends and deletes over the event
-//! store, its reads and subscriptions through [`super::read`] and its `BatchAppend` through
-//! [`super::batch_append`], with the conventions of [`super::convert`] and the errors of
-//! [`super::errors`]. The append path is one for `Append` and `BatchAppend`:
-//! [`ProposedEvents`] decodes and sizes the events, [`KurrentStreamsService::append_events`]
-//! writes them, and each call answers the [`AppendOutcome`] in its own form.
+//! store, its reads and subscriptions through `read` and its `BatchAppend` through
+//! `batch_append`, with the conventions of `convert` and the errors of
+//! `errors`. The append path is one for `Append` and `BatchAppend`:
+//! `ProposedEvents` decodes and sizes the events, `KurrentStreamsService::append_events`
+//! writes them, and each call answers the `AppendOutcome` in its own form.
 //!
 //! What a KurrentDB client relies on, and where it differs from `caskade.v1`:
 //! - A wrong expected version on `Append` is an answer, not an error, filling the current
