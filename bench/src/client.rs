@@ -278,7 +278,8 @@ pub(crate) struct EventAddress {
 impl Client {
     /// Reads the one event of `stream` at `at` and checks that it is that event.
     pub(crate) async fn read_one(&mut self, stream: &str, at: EventAddress) -> anyhow::Result<()> {
-        match self {
+        // What the read returned, in the terms it was asked in: versions, or UmaDB positions.
+        let (asked, returned) = match self {
             Client::Caskade(client) => {
                 let request = pb::ReadRequest {
                     target: Some(pb::read_request::Target::Stream(stream.to_owned())),
@@ -291,12 +292,7 @@ impl Client {
                 while let Some(message) = messages.message().await? {
                     versions.extend(message.events.iter().map(|event| event.version));
                 }
-                if versions != [at.version] {
-                    bail!(
-                        "reading version {} of {stream} returned {versions:?}",
-                        at.version
-                    );
-                }
+                (at.version, versions)
             }
             Client::Kurrent(kurrent) => {
                 let options = kurrentdb::ReadStreamOptions::default()
@@ -308,12 +304,7 @@ impl Client {
                 while let Some(event) = read.next().await? {
                     versions.push(event.get_original_event().revision);
                 }
-                if versions != [at.version] {
-                    bail!(
-                        "reading version {} of {stream} returned {versions:?}",
-                        at.version
-                    );
-                }
+                (at.version, versions)
             }
             Client::UmaDb(client) => {
                 let request = umadb::ReadRequest {
@@ -327,13 +318,11 @@ impl Client {
                 while let Some(message) = messages.message().await? {
                     positions.extend(message.events.iter().map(|event| event.position));
                 }
-                if positions != [at.position] {
-                    bail!(
-                        "reading position {} of {stream} returned {positions:?}",
-                        at.position
-                    );
-                }
+                (at.position, positions)
             }
+        };
+        if returned != [asked] {
+            bail!("reading event {asked} of {stream} returned {returned:?}");
         }
         Ok(())
     }
