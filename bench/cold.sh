@@ -55,7 +55,7 @@ round() {
   echo "$mode: start-up $(( ($(date +%s%N) - start) / 1000000 )) ms"
   [ "$mode" = warm ] && cat "$dir"/*.data > /dev/null
   local stream
-  stream=$(ask streams | head -1 | cut -f1)
+  stream=$(ask streams | awk 'NR == 1 { print $1 }')
   ask stats
   "$bin/caskade-bench" --addr "$addr" --only random-read --read-stream "$stream" \
     --events 3000 --clients 1,16 | grep "random read"
