@@ -98,12 +98,6 @@ impl Index {
 
     /// Where `key`'s live value is, if it has a visible one, with the file set it was found
     /// in.
-    #[expect(
-        clippy::inline_always,
-        reason = "a point read waits measurably longer on its record when this lookup is a \
-                  call of its own rather than part of the read (see docs/benchmarks.md)"
-    )]
-    #[inline(always)]
     pub(crate) fn locate(&self, key: &[u8]) -> Option<(ValueLocation, Guard<Arc<FileSet>>)> {
         let location = self.keydir.get(key)?;
         let files = self.files.load();
