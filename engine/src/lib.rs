@@ -6,9 +6,10 @@
 //! through a memory map. Values stay on disk: memory grows with the number of keys, not with
 //! the data, and a cold read costs one small disk read, because point reads go through a map
 //! advised for random access while scans keep the kernel's read-ahead
-//! ([`Options::cache_budget`] can bound the page cache the files hold). Data files are sealed at a configurable size and get a hint file (keys and
-//! locations, no values) for fast start-up; [`Bitcask::merge`] rewrites live records and
-//! drops dead ones, in the background, while reads and writes go on.
+//! ([`Options::cache_budget`] can bound the page cache the files hold). Data files are
+//! sealed at a configurable size and get a hint file (keys and locations, no values) for
+//! fast start-up; [`Bitcask::merge`] rewrites live records and drops dead ones, in the
+//! background, while reads and writes go on.
 //!
 //! Durability: under the default [`SyncPolicy::Always`] a write returns after `fdatasync`,
 //! and concurrent writers share one sync (group commit). A [`WriteBatch`] is atomic across a

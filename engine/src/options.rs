@@ -47,8 +47,9 @@ impl Default for MergeTrigger {
     }
 }
 
-/// Everything [`Bitcask::open`](crate::Bitcask::open) can be told: set the fields that differ from the defaults,
-/// `Options { sync: SyncPolicy::Never, ..Options::default() }`; `open` validates them.
+/// Everything [`Bitcask::open`](crate::Bitcask::open) can be told: set the fields that
+/// differ from the defaults, `Options { sync: SyncPolicy::Never, ..Options::default() }`;
+/// `open` validates them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Size at which the active data file is sealed and a new one started. Default: 256 MiB.
