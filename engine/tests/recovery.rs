@@ -298,7 +298,11 @@ fn a_torn_final_batch_is_cut_at_every_byte_and_nothing_else_is_lost() -> Result<
         let work = tempfile::tempdir()?;
         copy_store(src.path(), work.path())?;
         truncate(&data_path(work.path(), active), cut)?;
-        let torn = cut != last.offset && cut != bytes.len();
+        // The batch's record begins with its CRC, which varies with the timestamp, so a few
+        // surviving bytes of it can all be zeros. Those are indistinguishable from the
+        // preallocated runway and are trimmed as such, without a report: the same outcome.
+        let survivors_are_zeros = bytes[last.offset..cut].iter().all(|&b| b == 0);
+        let torn = cut != bytes.len() && !survivors_are_zeros;
         let expected = if cut == bytes.len() { &after } else { &before };
 
         let report = check(work.path())?;
@@ -327,6 +331,9 @@ fn a_torn_final_batch_is_cut_at_every_byte_and_nothing_else_is_lost() -> Result<
             assert_eq!(len, last.offset as u64, "cut {cut}: file truncated on disk");
         } else {
             assert_eq!(torn_tail, None, "cut {cut}");
+            let len = fs::metadata(data_path(work.path(), active))?.len();
+            let kept = if cut == bytes.len() { cut } else { last.offset };
+            assert_eq!(len, kept as u64, "cut {cut}: runway trimmed on disk");
         }
 
         // The repaired store takes new writes, and they survive another reopen.
