@@ -322,16 +322,15 @@ fn a_torn_final_batch_is_cut_at_every_byte_and_nothing_else_is_lost() -> Result<
         let store = open(work.path())?;
         assert_eq!(&contents(&store)?, expected, "cut {cut}");
         let torn_tail = store.recovery_report().torn_tail;
+        let len = fs::metadata(data_path(work.path(), active))?.len();
         if torn {
             let tail = torn_tail.unwrap_or_else(|| panic!("cut {cut}: no torn tail reported"));
             assert_eq!(tail.file_id, FileId(active), "cut {cut}");
             assert_eq!(tail.offset, last.offset as u64, "cut {cut}");
             assert_eq!(tail.bytes_removed, (cut - last.offset) as u64, "cut {cut}");
-            let len = fs::metadata(data_path(work.path(), active))?.len();
             assert_eq!(len, last.offset as u64, "cut {cut}: file truncated on disk");
         } else {
             assert_eq!(torn_tail, None, "cut {cut}");
-            let len = fs::metadata(data_path(work.path(), active))?.len();
             let kept = if cut == bytes.len() { cut } else { last.offset };
             assert_eq!(len, kept as u64, "cut {cut}: runway trimmed on disk");
         }
