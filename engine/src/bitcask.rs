@@ -179,7 +179,7 @@ impl Bitcask {
     /// [`Error::Corrupt`] if the record fails its checksum (the bad data is never returned),
     /// [`Error::Closed`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.store().read(key, |value, _| value.to_vec())
+        self.store().read_copy(key)
     }
 
     /// Calls `with` on the value stored under `key` without copying it out of the map.
@@ -488,6 +488,11 @@ impl Store {
     ) -> Result<Option<T>> {
         self.check_open()?;
         read::read(&self.index, &self.log, key, with)
+    }
+
+    fn read_copy(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        read::read_copy(&self.index, &self.log, key)
     }
 
     fn merger(&self) -> Merger<'_> {

@@ -22,6 +22,10 @@ use crate::keydir::{KeyDir, ValueLocation};
 use crate::publish::PendingBatch;
 use crate::stats::{FileStats, Stats};
 
+/// A key's visible location and the file set it was found in, held so the file stays mapped
+/// while its record is read.
+pub(crate) type Located = (ValueLocation, Guard<Arc<FileSet>>);
+
 /// The keydir and the file set.
 pub(crate) struct Index {
     pub(crate) keydir: Arc<KeyDir>,
@@ -98,7 +102,18 @@ impl Index {
 
     /// Where `key`'s live value is, if it has a visible one, with the file set it was found
     /// in.
-    pub(crate) fn locate(&self, key: &[u8]) -> Option<(ValueLocation, Guard<Arc<FileSet>>)> {
+    pub(crate) fn locate(&self, key: &[u8]) -> Option<Located> {
+        self.locate_inline(key)
+    }
+
+    /// [`Index::locate`], inlined into its caller. Whether the lookup is faster inlined or
+    /// called depends on the read around it, so each read path picks one (see `crate::read`).
+    #[expect(
+        clippy::inline_always,
+        reason = "a plain `#[inline]` leaves the lookup a call in the copying read"
+    )]
+    #[inline(always)]
+    pub(crate) fn locate_inline(&self, key: &[u8]) -> Option<Located> {
         let location = self.keydir.get(key)?;
         let files = self.files.load();
         (!files.hides(location)).then_some((location, files))
